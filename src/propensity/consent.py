@@ -1,0 +1,84 @@
+"""Consent and reservation timelines as tier intervals.
+
+``tier_intervals`` turns the two event streams into one row per customer and period in
+which nothing changed: ``valid_from`` (inclusive), ``valid_to`` (exclusive; null = still
+in force), the tier, group data sharing, and every consent and reservation state (the
+campaign step reads the channel states from the same table). Customers with no events
+have no interval and are in the policy's default state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from propensity.config import Policy
+from propensity.policy import group_sharing_column, normalised_events, state_columns, tiers_as_of, utc_us
+
+BEGINNING = pd.Timestamp("1900-01-01", tz="UTC")
+
+
+def tier_intervals(consent_events: pd.DataFrame, reservation_events: pd.DataFrame, policy: Policy) -> pd.DataFrame:
+    """Contiguous intervals per customer with the tier and every state in force.
+
+    Each customer with at least one event gets a first interval from 1900-01-01 (the
+    default state) to their first event, then one interval per change of any state.
+    Consecutive intervals with identical states are merged.
+    """
+    events = normalised_events(consent_events, reservation_events)
+    columns = ["customer_id", "valid_from", "valid_to", "tier", "group_data_sharing", *state_columns(policy)]
+    if events.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    points = events[["customer_id", "event_time"]].drop_duplicates().rename(columns={"event_time": "at"})
+    firsts = points.groupby("customer_id", as_index=False)["at"].min()
+    firsts["at"] = BEGINNING
+    points = pd.concat([firsts, points], ignore_index=True)
+    states = tiers_as_of(consent_events, reservation_events, points, policy)
+    states = states.sort_values(["customer_id", "at"], kind="stable").reset_index(drop=True)
+    value_columns = ["tier", *state_columns(policy)]
+    same_customer = states["customer_id"].eq(states["customer_id"].shift())
+    same_values = states[value_columns].eq(states[value_columns].shift()).all(axis=1)
+    states = states.loc[~(same_customer & same_values)].reset_index(drop=True)
+    next_from = states.groupby("customer_id")["at"].shift(-1)
+    out = pd.DataFrame(
+        {
+            "customer_id": states["customer_id"],
+            "valid_from": states["at"],
+            "valid_to": next_from,
+            "tier": states["tier"],
+            "group_data_sharing": states[group_sharing_column(policy)].astype(bool),
+        }
+    )
+    for column in state_columns(policy):
+        out[column] = states[column].astype(bool)
+    return out[columns]
+
+
+def default_interval_row(policy: Policy) -> dict:
+    """The state of a customer who has never given a consent nor placed a reservation."""
+    row: dict = {c: False for c in state_columns(policy)}
+    row["tier"] = policy.default_tier
+    row["group_data_sharing"] = False
+    return row
+
+
+def interval_at(intervals: pd.DataFrame, points: pd.DataFrame, policy: Policy) -> pd.DataFrame:
+    """The interval row in force at each point (``customer_id``, ``at``), in point order.
+
+    Customers without intervals get the default state.
+    """
+    left = points[["customer_id", "at"]].copy()
+    left["at"] = utc_us(left["at"])
+    left["_row"] = np.arange(len(left))
+    left = left.sort_values("at", kind="stable")
+    right = intervals.assign(valid_from=utc_us(intervals["valid_from"])).sort_values("valid_from", kind="stable")
+    joined = pd.merge_asof(
+        left, right, left_on="at", right_on="valid_from", by="customer_id", direction="backward"
+    ).sort_values("_row")
+    defaults = default_interval_row(policy)
+    missing = joined["tier"].isna().to_numpy()
+    for column, value in defaults.items():
+        joined[column] = joined[column].where(~missing, value)
+        if isinstance(value, bool):
+            joined[column] = joined[column].astype(bool)
+    return joined.drop(columns=["_row"]).reset_index(drop=True)

@@ -1,0 +1,147 @@
+"""The data policy's rules, applied to consent and reservation event streams.
+
+State as of an instant t is the latest event at or before t (an event *at* t counts).
+Two events of one stream at the same instant are refused by the input contract; if they
+reach this module anyway, the protective event wins (withdrawn over granted, placed over
+lifted). The tier as of t follows the policy's ordered ``tier_rules``.
+
+Everything here is vectorised over whole tables: no Python loop per customer or row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from propensity.config import Policy
+
+CONSENT_PREFIX = "consent_"
+RESERVATION_PREFIX = "reserved_"
+
+
+def consent_column(name: str) -> str:
+    return CONSENT_PREFIX + name
+
+
+def reservation_column(name: str) -> str:
+    return RESERVATION_PREFIX + name
+
+
+def state_columns(policy: Policy) -> list[str]:
+    """Names of the boolean state columns, one per consent and reservation."""
+    return [consent_column(c) for c in policy.consents] + [reservation_column(r) for r in policy.reservations]
+
+
+def normalised_events(consent_events: pd.DataFrame, reservation_events: pd.DataFrame) -> pd.DataFrame:
+    """Both event streams as one frame: customer_id, event_time, state (column name), active.
+
+    Rows are ordered so that, within one stream and one instant, the protective event
+    comes last; ``drop_duplicates(keep="last")`` then applies the tie rule.
+    """
+    consents = pd.DataFrame(
+        {
+            "customer_id": consent_events["customer_id"].astype(str),
+            "event_time": utc_us(consent_events["event_time"]),
+            "state": CONSENT_PREFIX + consent_events["purpose"].astype(str),
+            "active": consent_events["granted"].astype(bool),
+        }
+    )
+    consents["protective"] = ~consents["active"]
+    reservations = pd.DataFrame(
+        {
+            "customer_id": reservation_events["customer_id"].astype(str),
+            "event_time": utc_us(reservation_events["event_time"]),
+            "state": RESERVATION_PREFIX + reservation_events["scope"].astype(str),
+            "active": reservation_events["placed"].astype(bool),
+        }
+    )
+    reservations["protective"] = reservations["active"]
+    events = pd.concat([consents, reservations], ignore_index=True)
+    events = events.sort_values(["customer_id", "state", "event_time", "protective"], kind="stable")
+    events = events.drop_duplicates(["customer_id", "state", "event_time"], keep="last")
+    return events.drop(columns="protective").reset_index(drop=True)
+
+
+def states_as_of(
+    consent_events: pd.DataFrame,
+    reservation_events: pd.DataFrame,
+    points: pd.DataFrame,
+    policy: Policy,
+) -> pd.DataFrame:
+    """The state of every consent and reservation at each point.
+
+    ``points`` has ``customer_id`` and ``at`` (tz-aware timestamps). Returns ``points``
+    with one boolean column per consent (``consent_<purpose>``) and reservation
+    (``reserved_<scope>``), in the input's row order. No event at or before ``at``
+    means the default: consent not given, no reservation.
+    """
+    events = normalised_events(consent_events, reservation_events)
+    left = points[["customer_id", "at"]].copy()
+    left["customer_id"] = left["customer_id"].astype(str)
+    left["at"] = utc_us(left["at"])
+    left["_row"] = np.arange(len(left))
+    left = left.sort_values("at", kind="stable")
+    out = points.copy()
+    for column in state_columns(policy):
+        stream = events.loc[events["state"] == column, ["customer_id", "event_time", "active"]]
+        if stream.empty:
+            out[column] = False
+            continue
+        stream = stream.sort_values("event_time", kind="stable")
+        joined = pd.merge_asof(
+            left,
+            stream,
+            left_on="at",
+            right_on="event_time",
+            by="customer_id",
+            direction="backward",
+            allow_exact_matches=True,
+        )
+        values = np.zeros(len(left), dtype=bool)
+        values[joined["_row"].to_numpy()] = joined["active"].fillna(False).astype(bool).to_numpy()
+        out[column] = values
+    return out
+
+
+def tier_from_states(states: pd.DataFrame, policy: Policy) -> pd.Series:
+    """The tier of each row of a state frame, by the policy's ordered rules."""
+    conditions = []
+    choices = []
+    for rule in policy.tier_rules:
+        if rule.when.consent:
+            conditions.append(states[consent_column(rule.when.consent)].to_numpy(dtype=bool))
+        else:
+            conditions.append(states[reservation_column(rule.when.reservation)].to_numpy(dtype=bool))
+        choices.append(rule.tier)
+    tiers = np.select(conditions, choices, default=policy.default_tier)
+    return pd.Series(tiers, index=states.index, name="tier", dtype=object)
+
+
+def tiers_as_of(
+    consent_events: pd.DataFrame,
+    reservation_events: pd.DataFrame,
+    points: pd.DataFrame,
+    policy: Policy,
+) -> pd.DataFrame:
+    """``points`` with every state column and the ``tier`` as of each row's ``at``."""
+    states = states_as_of(consent_events, reservation_events, points, policy)
+    states["tier"] = tier_from_states(states, policy)
+    return states
+
+
+def group_sharing_column(policy: Policy) -> str:
+    """The state column that gates group-company data."""
+    return consent_column(policy.group_company.requires_consent)
+
+
+def legal_basis(tiers: pd.Series, policy: Policy) -> pd.Series:
+    """The legal basis of processing for each tier (none for `excluded`)."""
+    return tiers.map(policy.legal_basis)
+
+
+def utc_us(values: pd.Series) -> pd.Series:
+    """Timestamps as timezone-aware UTC with microsecond precision (refuses naive ones)."""
+    ts = pd.to_datetime(values)
+    if ts.dt.tz is None:
+        raise ValueError("event times must be timezone-aware (UTC)")
+    return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")

@@ -1,0 +1,328 @@
+"""The feature store: the only module that imports Feast.
+
+``FeatureStore`` wraps a Feast store configured in code (DuckDB offline store, SQLite
+online store and SQL registry under the data folder, so it works from any working
+directory) and adds what Feast does not do: consent gating per customer and instant.
+
+Retrieval (the second lock): every entity row is given its tier as of its own timestamp;
+``excluded`` rows and rows of people who were not customers then are dropped before any
+read; each remaining row is read through the FeatureService of a tier it may use.
+The output guard (the third lock) then asserts that rows in equal rows out per service,
+that no personalised-only column holds a value for a row that was not personalised, and
+that no group-company column holds a value for a row without group data sharing. A
+breach raises ``PrivacyGuardError``; nothing is silently fixed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sqlite3
+import sys
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from propensity.config import Settings
+from propensity.consent import interval_at
+from propensity.errors import MissingInputError, PrivacyGuardError
+from propensity.features import (
+    ENTITY,
+    MEMBERSHIP,
+    TIER_INTERVALS,
+    TIMESTAMP,
+    ViewSpec,
+    personalised_only_columns,
+    read_manifest,
+    view_specs,
+    views_for_tier,
+)
+from propensity.policy import utc_us
+from propensity.snapshots import snapshot_instant
+
+SERVICES = ("personalised", "basic")
+# Which services a tier's rows may be read through: a service's views must all be
+# permitted to the tier. Personalised rows may feed a basic model (POLICY.md rule 3).
+_SERVICE_ALLOWS = {"personalised": ("personalised",), "basic": ("personalised", "basic")}
+
+
+def _load_definitions(repo: Path):
+    path = repo / "definitions.py"
+    if not path.is_file():
+        raise MissingInputError(f"the Feast repo {repo} has no definitions.py")
+    spec = importlib.util.spec_from_file_location("propensity_feature_repo_definitions", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class FeatureStore:
+    """Consent-gated access to the Feast feature store of one data folder.
+
+    Creating a Feast store costs seconds: make one per process and reuse it.
+    """
+
+    def __init__(self, settings: Settings):
+        from feast import FeatureStore as _FeastStore
+        from feast.infra.registry.sql import SqlRegistryConfig
+        from feast.repo_config import RepoConfig
+
+        self.settings = settings
+        self.policy = settings.policy
+        self.catalogue = settings.catalogue
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._definitions = _load_definitions(settings.feature_repo)
+        config = RepoConfig(
+            project="propensity",
+            provider="local",
+            registry=SqlRegistryConfig(
+                registry_type="sql",
+                path=f"sqlite:///{settings.feast_registry}",
+                cache_ttl_seconds=60,
+            ),
+            online_store={"type": "sqlite", "path": str(settings.feast_online)},
+            offline_store={"type": "duckdb"},
+            entity_key_serialization_version=3,
+            repo_path=str(settings.feature_repo),
+        )
+        self._fs = _FeastStore(config=config)
+        self._objects = {obj.name: obj for obj in self._definitions.build(settings)}
+        self._specs = {v.name: v for v in view_specs(self.policy, self.catalogue)}
+        self._governance: tuple[pd.DataFrame, pd.DataFrame] | None = None
+
+    # ----------------------------------------------------------------------- definitions
+    def apply(self) -> list[str]:
+        """Register the entity, views and services; remove views no longer defined."""
+        from feast import FeatureView
+
+        objects = list(self._objects.values())
+        current = {v.name for v in objects if isinstance(v, FeatureView)}
+        stale = [v for v in self._fs.list_feature_views() if v.name not in current]
+        self._fs.apply(objects, objects_to_delete=stale, partial=False)
+        return sorted(o.name for o in objects)
+
+    def service(self, name: str):
+        return self._fs.get_feature_service(name)
+
+    def service_views(self, service: str) -> tuple[ViewSpec, ...]:
+        return views_for_tier(service, self.policy, self.catalogue)
+
+    def service_columns(self, service: str) -> list[str]:
+        """Feature columns a service returns, in order (the model's input contract)."""
+        return [n for v in self.service_views(service) for n in v.feature_names]
+
+    def service_categories(self, service: str) -> list[str]:
+        return sorted({v.category for v in self.service_views(service)})
+
+    # ------------------------------------------------------------------------- governance
+    def _governance_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if self._governance is None:
+            folder = self.settings.features_dir
+            if not (folder / TIER_INTERVALS).is_file():
+                raise MissingInputError(f"no feature store built under {folder}: run `propensity features build`")
+            self._governance = (pd.read_parquet(folder / TIER_INTERVALS), pd.read_parquet(folder / MEMBERSHIP))
+        return self._governance
+
+    def tiers(self, entity_df: pd.DataFrame) -> pd.DataFrame:
+        """Tier and group data sharing of each entity row as of its own timestamp.
+
+        People who were not customers at that instant are ``excluded`` (POLICY.md rule 4).
+        Returns customer_id, event_timestamp, tier, group_data_sharing in input order.
+        """
+        intervals, membership = self._governance_tables()
+        points = pd.DataFrame({ENTITY: entity_df[ENTITY].astype(str).to_numpy(), "at": utc_us(entity_df[TIMESTAMP]).to_numpy()})
+        states = interval_at(intervals, points, self.policy)
+        members = points[[ENTITY]].merge(membership, on=ENTITY, how="left")
+        day = points["at"].dt.date
+        since = pd.to_datetime(members["customer_since"]).dt.date
+        closed = pd.to_datetime(members["closed_at"]).dt.date
+        is_member = since.notna().to_numpy() & (since <= day).to_numpy() & (closed.isna() | (closed > day)).to_numpy()
+        tier = np.where(is_member, states["tier"].to_numpy(), "excluded")
+        return pd.DataFrame(
+            {
+                ENTITY: points[ENTITY],
+                TIMESTAMP: points["at"],
+                "tier": tier,
+                "group_data_sharing": states["group_data_sharing"].to_numpy(dtype=bool) & is_member,
+            }
+        )
+
+    # -------------------------------------------------------------------------- retrieval
+    def historical_features(self, entity_df: pd.DataFrame, service: str | None = None) -> dict[str, pd.DataFrame]:
+        """Point-in-time features for entity rows (``customer_id``, ``event_timestamp``).
+
+        With ``service=None`` each row is read through its own tier's service; with a
+        service name, only the rows whose tier may use that service are read (for a basic
+        model: basic and personalised rows, basic features only). Excluded rows and
+        non-customers are dropped before any read. Extra entity columns are carried
+        through. Returns one frame per service used, each with ``tier`` and
+        ``group_data_sharing`` columns, in input row order.
+        """
+        if service is not None and service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}; expected one of {SERVICES}")
+        frame = entity_df.reset_index(drop=True).copy()
+        frame[TIMESTAMP] = utc_us(frame[TIMESTAMP])
+        tiers = self.tiers(frame)
+        frame["tier"] = tiers["tier"].to_numpy()
+        frame["group_data_sharing"] = tiers["group_data_sharing"].to_numpy()
+        frame["_row"] = np.arange(len(frame))
+        out: dict[str, pd.DataFrame] = {}
+        for name in [service] if service else SERVICES:
+            wanted = frame[frame["tier"].isin(_SERVICE_ALLOWS[name])] if service else frame[frame["tier"] == name]
+            if wanted.empty:
+                continue
+            out[name] = self._retrieve(wanted, name)
+        return out
+
+    def _retrieve(self, rows: pd.DataFrame, service: str) -> pd.DataFrame:
+        job = self._fs.get_historical_features(entity_df=rows, features=self.service(service), full_feature_names=False)
+        result = job.to_df()
+        result = result.sort_values("_row", kind="stable").reset_index(drop=True)
+        self.guard(rows, result, service)
+        return result.drop(columns="_row")
+
+    def guard(self, rows_in: pd.DataFrame, rows_out: pd.DataFrame, service: str) -> None:
+        """The output lock: row counts kept, no forbidden value present. Raises, never fixes."""
+        if len(rows_in) != len(rows_out) or not np.array_equal(
+            np.sort(rows_in["_row"].to_numpy()), rows_out["_row"].to_numpy()
+        ):
+            raise PrivacyGuardError(
+                f"feature retrieval through service {service!r} returned {len(rows_out)} rows for "
+                f"{len(rows_in)} entity rows; refusing a dataset that lost or gained rows"
+            )
+        check_forbidden_values(rows_out, self.settings)
+
+
+    # ------------------------------------------------------------------------------ online
+    def materialize(self, as_of: date) -> int:
+        """Load the permitted feature rows of snapshot ``as_of`` into the online store.
+
+        The online store is rebuilt from scratch, so it never keeps a row of an earlier
+        snapshot that is no longer permitted. Returns the number of customers loaded.
+        """
+        snapshots = read_manifest(self.settings)["snapshots"]
+        if as_of.isoformat() not in snapshots:
+            raise MissingInputError(f"no feature snapshot for {as_of}; built snapshots: {snapshots[0]} .. {snapshots[-1]}")
+        self.reset_online()
+        instant = snapshot_instant(as_of)
+        self._fs.materialize(start_date=instant - timedelta(hours=1), end_date=instant + timedelta(microseconds=1))
+        _, membership = self._governance_tables()
+        return len(membership)
+
+    def reset_online(self) -> None:
+        """Empty the online store (every table of every view)."""
+        path = self.settings.feast_online
+        if path.exists():
+            with sqlite3.connect(path) as con:
+                tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                for table in tables:
+                    con.execute(f'DELETE FROM "{table}"')
+            with sqlite3.connect(path) as con:
+                con.execute("VACUUM")
+
+    def online_features(self, customer_ids: list[str], at: date) -> dict[str, pd.DataFrame]:
+        """Online look-up for customers, each through their tier's service as of ``at``
+        (the materialised snapshot). Excluded customers get nothing."""
+        entity = pd.DataFrame({ENTITY: [str(c) for c in customer_ids], TIMESTAMP: snapshot_instant(at)})
+        tiers = self.tiers(entity)
+        out: dict[str, pd.DataFrame] = {}
+        for name in SERVICES:
+            ids = tiers.loc[tiers["tier"] == name, ENTITY].tolist()
+            if not ids:
+                continue
+            response = self._fs.get_online_features(
+                features=self.service(name), entity_rows=[{ENTITY: i} for i in ids]
+            ).to_df()
+            response = response.merge(tiers[[ENTITY, "tier", "group_data_sharing"]], on=ENTITY, how="left")
+            check_forbidden_values(response, self.settings)
+            out[name] = response
+        return out
+
+
+def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:
+    """Raise if a personalised-only column holds a value in a row that was not
+    personalised, or a group-company column holds a value in a row without sharing."""
+    policy, catalogue = settings.policy, settings.catalogue
+    personalised_only = [c for c in personalised_only_columns(policy, catalogue) if c in frame.columns]
+    if personalised_only and "tier" in frame.columns:
+        not_personalised = frame["tier"].to_numpy() != "personalised"
+        leaked = frame.loc[not_personalised, personalised_only].notna().any(axis=1)
+        if leaked.any():
+            sample = frame.loc[leaked[leaked].index, [ENTITY, TIMESTAMP, "tier"]].head(5).to_dict("records")
+            raise PrivacyGuardError(
+                f"{int(leaked.sum())} row(s) not in the personalised tier carry personalised-only "
+                f"features ({', '.join(personalised_only[:5])}...): {sample}"
+            )
+    group_columns = [n for v in view_specs(policy, catalogue) if v.group_company for n in v.feature_names if n in frame.columns]
+    if group_columns and "group_data_sharing" in frame.columns:
+        no_sharing = ~frame["group_data_sharing"].to_numpy(dtype=bool)
+        leaked = frame.loc[no_sharing, group_columns].notna().any(axis=1)
+        if leaked.any():
+            sample = frame.loc[leaked[leaked].index, [ENTITY, TIMESTAMP]].head(5).to_dict("records")
+            raise PrivacyGuardError(
+                f"{int(leaked.sum())} row(s) without group data sharing carry group-company features: {sample}"
+            )
+
+
+def feature_service_names() -> tuple[str, ...]:
+    return SERVICES
+
+
+def remove_online_store(settings: Settings) -> None:
+    """Delete the online store file (it is rebuilt by the next materialisation)."""
+    if settings.feast_online.exists():
+        settings.feast_online.unlink()
+    shutil.rmtree(settings.data_dir / ".feast", ignore_errors=True)
+
+
+# ------------------------------------------------------------------- one customer, explained
+@dataclass(frozen=True)
+class ViewVerdict:
+    view: str
+    category: str
+    permitted: bool
+    verdict: str
+    values: pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class FeatureReport:
+    header: str
+    tier: str
+    sections: list[ViewVerdict]
+
+
+def feature_report(store: "FeatureStore", customer_id: str, at: date) -> FeatureReport:
+    """What the store holds for one customer at a snapshot, per view, and why each
+    category was or was not permitted (tier, group data sharing)."""
+    policy = store.policy
+    entity = pd.DataFrame({ENTITY: [customer_id], TIMESTAMP: [snapshot_instant(at)]})
+    state = store.tiers(entity).iloc[0]
+    tier, sharing = state["tier"], bool(state["group_data_sharing"])
+    header = f"customer {customer_id} at {at}: tier {tier}" + (
+        f" (legal basis: {policy.legal_basis[tier]})" if tier in policy.legal_basis else " (no processing)"
+    ) + f"; group data sharing {'active' if sharing else 'not active'}"
+    frames = store.historical_features(entity) if tier != "excluded" else {}
+    row = next(iter(frames.values()), None)
+    sections = []
+    for spec in view_specs(policy, store.catalogue):
+        allowed_tiers = spec.tiers(policy)
+        if tier == "excluded":
+            permitted, why = False, "not permitted: the customer is excluded (objection to profiling, or not a customer then)"
+        elif tier not in allowed_tiers:
+            permitted, why = False, f"not permitted: category {spec.category} is for tiers {', '.join(allowed_tiers)} only"
+        elif spec.group_company and not sharing:
+            permitted, why = False, f"not permitted: group-company data needs {policy.group_company.requires_consent} consent"
+        else:
+            permitted, why = True, f"permitted: tier {tier} may use {spec.category}" + (
+                f" and {policy.group_company.requires_consent} is active" if spec.group_company else ""
+            )
+        values = None
+        if permitted and row is not None:
+            values = pd.DataFrame({"feature": list(spec.feature_names), "value": [row[n].iloc[0] for n in spec.feature_names]})
+        sections.append(ViewVerdict(spec.name, spec.category, permitted, why, values))
+    return FeatureReport(header, tier, sections)

@@ -1,0 +1,134 @@
+"""The Feast store with consent gating (real Feast, DuckDB offline store, SQLite online)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from propensity import contract
+from propensity.config import load_settings
+from propensity.errors import PrivacyGuardError
+from propensity.features import build_offline_store
+from propensity.snapshots import snapshot_instant
+from propensity.store import FeatureStore, check_forbidden_values, feature_report
+from tests.conftest import ROOT
+from tests.integration.test_features import history
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    data = tmp_path_factory.mktemp("store")
+    history().write(data / "raw")
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=data)
+    raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+    build_offline_store(settings, raw.relation)
+    fs = FeatureStore(settings)
+    fs.apply()
+    return fs
+
+
+def entities(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"customer_id": [c for c, _ in rows], "event_timestamp": [snapshot_instant(date.fromisoformat(d)) for _, d in rows]}
+    )
+
+
+def test_rows_are_split_by_tier_at_their_own_timestamp(store):
+    rows = entities([("P", "2024-01-31"), ("P", "2024-02-29"), ("P", "2024-03-31"), ("O", "2024-02-29"), ("G", "2024-03-31")])
+    out = store.historical_features(rows)
+    assert out["personalised"][["customer_id", "tier"]].values.tolist() == [["P", "personalised"]]
+    assert out["basic"]["customer_id"].tolist() == ["P", "P", "G"]  # O objected: dropped before any read
+    assert out["personalised"]["spend_travel_3m_nok"].tolist() == [400.0]
+    assert "spend_travel_3m_nok" not in out["basic"].columns
+
+
+def test_basic_service_serves_personalised_rows_with_basic_features_only(store):
+    rows = entities([("P", "2024-02-29"), ("G", "2024-02-29"), ("O", "2024-03-31")])
+    out = store.historical_features(rows, service="basic")
+    assert list(out) == ["basic"]
+    assert out["basic"]["customer_id"].tolist() == ["P", "G"]
+    assert out["basic"]["tier"].tolist() == ["personalised", "basic"]
+    assert not set(store.service_columns("personalised")) - set(store.service_columns("basic")) & set(out["basic"].columns)
+
+
+def test_personalised_service_never_returns_a_basic_row(store):
+    rows = entities([(c, d) for c in "POGN" for d in ["2024-01-31", "2024-02-29", "2024-03-31", "2024-04-30"]])
+    out = store.historical_features(rows, service="personalised")["personalised"]
+    assert set(out["tier"]) == {"personalised"}
+    assert sorted(zip(out["customer_id"], out["event_timestamp"].dt.strftime("%m"))) == [
+        ("N", "03"), ("O", "01"), ("P", "02"), ("P", "04")
+    ]
+
+
+def test_group_company_features_are_null_without_sharing_and_set_with_it(store):
+    out = store.historical_features(entities([("G", "2024-02-29"), ("G", "2024-03-31")]))["basic"]
+    assert out["holds_home_insurance"].isna().tolist() == [True, False]
+
+
+def test_extra_entity_columns_are_carried_through_in_input_order(store):
+    rows = entities([("G", "2024-04-30"), ("G", "2024-01-31")]).assign(label=[1, 0])
+    out = store.historical_features(rows)["basic"]
+    assert out["label"].tolist() == [1, 0]
+
+
+def test_guard_refuses_a_personalised_value_in_a_basic_row(store):
+    frame = pd.DataFrame(
+        {"customer_id": ["G"], "event_timestamp": [snapshot_instant(date(2024, 2, 29))], "tier": ["basic"],
+         "group_data_sharing": [False], "salary_inflow_3m_nok": [1.0]}
+    )
+    with pytest.raises(PrivacyGuardError, match="personalised-only"):
+        check_forbidden_values(frame, store.settings)
+
+
+def test_guard_refuses_a_group_value_without_sharing(store):
+    frame = pd.DataFrame(
+        {"customer_id": ["G"], "event_timestamp": [snapshot_instant(date(2024, 2, 29))], "tier": ["basic"],
+         "group_data_sharing": [False], "holds_home_insurance": [1]}
+    )
+    with pytest.raises(PrivacyGuardError, match="group-company"):
+        check_forbidden_values(frame, store.settings)
+
+
+def test_guard_refuses_lost_rows(store):
+    rows_in = pd.DataFrame({"_row": [0, 1, 2]})
+    rows_out = pd.DataFrame({"_row": [0, 2], "tier": ["basic", "basic"]})
+    with pytest.raises(PrivacyGuardError, match="returned 2 rows for 3"):
+        store.guard(rows_in, rows_out, "basic")
+
+
+def test_online_equals_offline_at_the_materialised_instant(store):
+    at = date(2024, 4, 30)
+    store.materialize(at)
+    online = store.online_features(["P", "O", "G", "N"], at)
+    offline = store.historical_features(entities([("P", at.isoformat()), ("O", at.isoformat()), ("G", at.isoformat()), ("N", at.isoformat())]))
+    assert sorted(online) == sorted(offline)
+    for service, frame in online.items():
+        columns = store.service_columns(service)
+        left = frame.set_index("customer_id")[columns].sort_index()
+        right = offline[service].set_index("customer_id")[columns].sort_index()
+        pd.testing.assert_frame_equal(left.astype(object).where(left.notna(), None), right.astype(object).where(right.notna(), None), check_dtype=False)
+
+
+def test_online_store_drops_rows_of_an_earlier_snapshot(store):
+    store.materialize(date(2024, 2, 29))  # P personalised then
+    store.materialize(date(2024, 3, 31))  # P withdrew on 15 March
+    online = store.online_features(["P"], date(2024, 3, 31))
+    assert list(online) == ["basic"]
+    import sqlite3
+
+    with sqlite3.connect(store.settings.feast_online) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE '%transactions%'")]
+        # Only N was personalised on 31 March: P's February row is gone.
+        assert [con.execute(f'SELECT COUNT(DISTINCT entity_key) FROM "{t}"').fetchone()[0] for t in tables] == [1]
+
+
+def test_feature_report_explains_each_category(store):
+    report = feature_report(store, "G", date(2024, 2, 29))
+    verdicts = {s.view: s for s in report.sections}
+    assert report.tier == "basic"
+    assert verdicts["transactions"].permitted is False and "personalised" in verdicts["transactions"].verdict
+    assert verdicts["group_agreements"].permitted is False and "group_data_sharing" in verdicts["group_agreements"].verdict
+    assert verdicts["personal"].values.set_index("feature").loc["age_years", "value"] == 38
