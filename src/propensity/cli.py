@@ -152,3 +152,40 @@ def features_show(
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+# ------------------------------------------------------------------------------- scoring
+@app.command()
+@handled
+def score(
+    date_: Annotated[Optional[str], typer.Option("--date", help="Score date, a month end with features (default: the newest).")] = None,
+    products: Annotated[Optional[list[str]], typer.Option("--products", help="Products to score (default: all).")] = None,
+    conf: ConfOption = None,
+) -> None:
+    """Score customers with each product's champion model and publish scores/score_date=D/.
+
+    Idempotent (a re-run replaces the partition with identical probabilities), atomic (a
+    failed run leaves the previous partition), locked (one run per data folder)."""
+    s = _settings(conf)
+    run = pipeline(s, "score").run(s, date.fromisoformat(date_) if date_ else None, products or None, progress)
+    summary = pd.DataFrame({"product": list(run.mean_probability), "mean_probability": list(run.mean_probability.values())})
+    print_frame(summary, title=f"scores {run.score_date} (run {run.run_id})")
+    tiers = ", ".join(f"{k} {v:,}" for k, v in run.customers_by_tier.items())
+    progress(f"{run.rows:,} rows; customers: {tiers}; {run.seconds:.1f} s -> {run.path}")
+
+
+@app.command()
+@handled
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over the views scores, latest_scores, scores_wide, score_runs.")],
+    limit: Annotated[int, typer.Option(help="Print at most this many rows.")] = 50,
+    conf: ConfOption = None,
+) -> None:
+    """Run a query against the analysts' DuckDB database (data/warehouse.duckdb)."""
+    from propensity import warehouse
+
+    s = _settings(conf)
+    frame = warehouse.query(s, query)
+    print_frame(frame.head(limit).astype(object).where(frame.head(limit).notna(), None))
+    if len(frame) > limit:
+        console.print(f"... {len(frame) - limit:,} more rows (use --limit)")

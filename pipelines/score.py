@@ -1,0 +1,39 @@
+"""Scheduled job: score the newest month end (or --date) with the champion models and
+publish the partition and the analysts' views.
+
+Schedule it after `build_features` (e.g. monthly, on the 3rd, 06:00):
+    0 6 3 * *  cd /srv/propensity && .venv/bin/propensity score >> data/logs/score.log 2>&1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+from propensity import contract, labels, registry, score, warehouse
+from propensity.config import Settings, load_settings
+from propensity.duck import connect
+from propensity.store import FeatureStore
+
+
+def run(settings: Settings, score_date: date | None = None, products: list[str] | None = None,
+        progress: Callable[[str], None] = print, store: FeatureStore | None = None) -> score.ScoreRun:
+    score.resolve_score_date(settings, score_date)  # a stale or missing snapshot fails before any work
+    progress(f"validating extracts in {settings.raw_dir}")
+    raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+    store = store or FeatureStore(settings)
+    con = connect(threads=settings.n_jobs)
+    try:
+        def candidates_at(day: date):
+            return labels.eligible_not_holding(con, raw.relation, settings.catalogue, settings.policy, day, products)
+
+        result = score.run_scoring(settings, store, registry.load_champion, candidates_at, score_date, products, progress)
+    finally:
+        con.close()
+    warehouse.refresh(settings)
+    progress(f"analyst views refreshed in {settings.warehouse_path}")
+    return result
+
+
+if __name__ == "__main__":
+    run(load_settings())

@@ -1,0 +1,297 @@
+"""Scoring: a score date → tiers → features → champion models → one auditable partition.
+
+``score_frame`` is the pure step: given candidates (customer × product pairs that may be
+scored), their features per service, and the champion models, it returns the long score
+table. ``run_scoring`` is the job around it: resolve the date, refuse a stale or missing
+input before anything is read, take the lock, retrieve features through the store, write
+the partition atomically (``scores/score_date=D/``: staged, then renamed, so a run killed
+midway leaves the previous partition intact), and record the run.
+
+Rows: one per customer × product, for customers who are not ``excluded`` at D, are
+eligible for the product, and do not hold it. The tier at D decides the model (the
+personalised or basic champion of the product) and the legal basis (``consent`` or
+``legitimate_interest``). Rank 1 is the highest probability within a product; decile 1
+holds the top tenth. Ties are broken by customer_id, so a re-run of the same date gives
+identical probabilities, ranks and deciles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from propensity.atomic import clear_stale_staging, staged_dir, write_bytes_atomic
+from propensity.config import Settings
+from propensity.errors import JobLockedError, MissingInputError
+from propensity.features import ENTITY, TIMESTAMP, read_manifest
+from propensity.snapshots import is_month_end, snapshot_instant
+
+SCORE_COLUMNS = [
+    "customer_id", "score_date", "product", "probability", "rank", "decile", "tier", "legal_basis",
+    "model_name", "model_version", "mlflow_run_id", "policy_version", "scored_at", "run_id",
+]
+SERVED_TIERS = ("personalised", "basic")
+RUNS_FOLDER = "_runs"
+
+
+class Model(Protocol):
+    """What scoring needs of a registered champion."""
+
+    name: str
+    version: str
+    run_id: str
+    features: list[str]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
+
+
+def partition_dir(settings: Settings, day: date) -> Path:
+    return settings.scores_dir / f"score_date={day.isoformat()}"
+
+
+# ---------------------------------------------------------------------------- pure steps
+def rank_within_product(scores: pd.DataFrame) -> pd.DataFrame:
+    """Add ``rank`` (1 = highest probability) and ``decile`` (1 = top tenth) per product.
+
+    Ties are broken by customer_id so the order is deterministic.
+    """
+    ordered = scores.sort_values(["product", "probability", "customer_id"], ascending=[True, False, True], kind="stable")
+    rank = ordered.groupby("product").cumcount() + 1
+    size = ordered.groupby("product")["customer_id"].transform("size")
+    ordered = ordered.assign(rank=rank.astype("int64"), decile=(np.ceil(rank * 10 / size)).astype("int64"))
+    return ordered.sort_values(["product", "rank"], kind="stable").reset_index(drop=True)
+
+
+def score_frame(
+    candidates: pd.DataFrame,
+    features: Mapping[str, pd.DataFrame],
+    models: Mapping[tuple[str, str], Model],
+    score_date: date,
+    policy_version: str,
+    legal_basis: Mapping[str, str],
+    run_id: str,
+    scored_at: datetime,
+) -> pd.DataFrame:
+    """The long score table for one date.
+
+    ``candidates``: customer_id, product (pairs that may be scored). ``features``: per
+    service, one row per customer with ``customer_id``, ``tier`` and that service's
+    columns (a customer appears under the service of their tier only). ``models``: the
+    champion per (product, tier).
+    """
+    parts = []
+    for tier, frame in features.items():
+        if frame.empty:
+            continue
+        by_customer = frame.set_index(ENTITY)
+        tier_candidates = candidates[candidates[ENTITY].isin(by_customer.index)]
+        for product, group in tier_candidates.groupby("product", sort=True):
+            model = models[(product, tier)]
+            rows = by_customer.loc[group[ENTITY].to_numpy(), model.features]
+            probability = np.asarray(model.predict(rows.reset_index(drop=True)), dtype="float64").reshape(-1)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        ENTITY: group[ENTITY].to_numpy(),
+                        "product": product,
+                        "probability": probability,
+                        "tier": tier,
+                        "legal_basis": legal_basis[tier],
+                        "model_name": model.name,
+                        "model_version": str(model.version),
+                        "mlflow_run_id": model.run_id,
+                    }
+                )
+            )
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORE_COLUMNS})
+    scores = rank_within_product(pd.concat(parts, ignore_index=True))
+    scores["score_date"] = score_date
+    scores["policy_version"] = policy_version
+    scores["scored_at"] = pd.Timestamp(scored_at).tz_convert("UTC")
+    scores["run_id"] = run_id
+    return scores[SCORE_COLUMNS]
+
+
+# --------------------------------------------------------------------------------- the job
+@dataclass(frozen=True)
+class ScoreRun:
+    run_id: str
+    score_date: date
+    rows: int
+    customers_by_tier: dict[str, int]
+    mean_probability: dict[str, float]
+    models: dict[str, str]
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def resolve_score_date(settings: Settings, requested: date | None) -> date:
+    """The score date: the newest feature snapshot by default; a requested date must be a
+    built snapshot. A date past the newest snapshot is refused as stale features."""
+    snapshots = [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
+    newest = snapshots[-1]
+    if requested is None:
+        return newest
+    if requested > newest:
+        age = (requested - newest).days
+        raise MissingInputError(
+            f"stale features: the newest feature snapshot is {newest}, {age} days before the score date "
+            f"{requested} (allowed: {settings.scoring.max_feature_age_days} days and only at a built month end); "
+            "load the new extracts and run `propensity features build` first"
+        )
+    if not is_month_end(requested) or requested not in snapshots:
+        raise MissingInputError(
+            f"no feature snapshot for {requested}: score dates are month ends with features "
+            f"({snapshots[0]} .. {newest})"
+        )
+    return requested
+
+
+def run_lock(settings: Settings) -> FileLock:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(settings.data_dir / ".score.lock"), timeout=0)
+
+
+def run_scoring(
+    settings: Settings,
+    store,
+    load_champion: Callable[[Settings, str, str], Model],
+    candidates_at: Callable[[date], pd.DataFrame],
+    score_date: date | None = None,
+    products: list[str] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> ScoreRun:
+    """Score every candidate at the date and publish the partition (see module docstring).
+
+    ``store`` is a :class:`propensity.store.FeatureStore`; ``load_champion(settings,
+    product, tier)`` returns a registered champion; ``candidates_at(D)`` returns the
+    customer × product pairs that may be scored at D (eligible, not holding).
+    """
+    started = time.perf_counter()
+    lock = run_lock(settings)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise JobLockedError(
+            f"another scoring run holds {lock.lock_file}; wait for it to finish (a lock left by a killed "
+            "run is released by the operating system when that process ends)"
+        ) from None
+    try:
+        day = resolve_score_date(settings, score_date)
+        products = products or list(settings.catalogue.ids)
+        unknown = sorted(set(products) - set(settings.catalogue.ids))
+        if unknown:
+            raise MissingInputError(f"unknown product(s) {unknown}; the catalogue has {list(settings.catalogue.ids)}")
+        progress(f"score date {day}; loading champion models")
+        models, missing = {}, []
+        for product in products:
+            for tier in SERVED_TIERS:
+                try:
+                    models[(product, tier)] = load_champion(settings, product, tier)
+                except MissingInputError:
+                    missing.append(f"propensity-{product}-{tier}")
+        if missing:
+            raise MissingInputError(
+                f"no champion model for {', '.join(missing)}: run `propensity train` first; nothing was written"
+            )
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        candidates = candidates_at(day)
+        candidates = candidates[candidates["product"].isin(products)]
+        customers = pd.DataFrame({ENTITY: np.sort(candidates[ENTITY].unique())})
+        customers[TIMESTAMP] = snapshot_instant(day)
+        tiers = store.tiers(customers)
+        by_tier = tiers["tier"].value_counts().to_dict()
+        progress(
+            "customers at {}: {}".format(day, ", ".join(f"{t} {by_tier.get(t, 0):,}" for t in (*SERVED_TIERS, "excluded")))
+        )
+        features = store.historical_features(customers)  # excluded rows are dropped before any read
+        timings["features_s"] = time.perf_counter() - t0
+        for service, frame in features.items():
+            if frame.empty:
+                continue
+            lagging = frame[[c for c in store.service_columns(service) if c in frame.columns]].isna().all(axis=1)
+            if lagging.all():
+                raise MissingInputError(
+                    f"features for {day} are missing for every {service} customer: rebuild the feature store"
+                )
+        t1 = time.perf_counter()
+        run_id = uuid.uuid4().hex[:12]
+        scored_at = datetime.now(timezone.utc)
+        scores = score_frame(
+            candidates, features, models, day, settings.policy.version, settings.policy.legal_basis, run_id, scored_at
+        )
+        timings["inference_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        clear_stale_staging(settings.scores_dir)
+        target = partition_dir(settings, day)
+        with staged_dir(target) as staging:
+            scores.to_parquet(staging / "part-0.parquet", index=False)
+        timings["write_s"] = time.perf_counter() - t2
+        means = scores.groupby("product")["probability"].mean().round(6).to_dict() if len(scores) else {}
+        run = ScoreRun(
+            run_id=run_id,
+            score_date=day,
+            rows=len(scores),
+            customers_by_tier={t: int(by_tier.get(t, 0)) for t in (*SERVED_TIERS, "excluded")},
+            mean_probability={k: float(v) for k, v in means.items()},
+            models={f"{p}/{t}": f"{m.name} v{m.version}" for (p, t), m in models.items()},
+            seconds=time.perf_counter() - started,
+            timings=timings,
+            path=target,
+        )
+        record_run(settings, run, scored_at)
+        return run
+    finally:
+        lock.release()
+
+
+def record_run(settings: Settings, run: ScoreRun, scored_at: datetime) -> Path:
+    """Write the run's record (read by the ``score_runs`` view)."""
+    record = {
+        "run_id": run.run_id,
+        "score_date": run.score_date.isoformat(),
+        "scored_at": scored_at.isoformat(),
+        "rows": run.rows,
+        "customers_personalised": run.customers_by_tier.get("personalised", 0),
+        "customers_basic": run.customers_by_tier.get("basic", 0),
+        "customers_excluded": run.customers_by_tier.get("excluded", 0),
+        "models": json.dumps(run.models, sort_keys=True),
+        "seconds": round(run.seconds, 3),
+        "host_pid": os.getpid(),
+    }
+    path = settings.scores_dir / RUNS_FOLDER / f"{scored_at:%Y%m%dT%H%M%S}-{run.run_id}.json"
+    write_bytes_atomic(path, json.dumps(record).encode())
+    return path
+
+
+def read_partition(settings: Settings, day: date) -> pd.DataFrame:
+    path = partition_dir(settings, day)
+    if not path.is_dir():
+        raise MissingInputError(f"no score partition for {day} under {settings.scores_dir}")
+    return pd.read_parquet(path)
+
+
+def score_dates(settings: Settings) -> list[date]:
+    """Dates with a published partition, oldest first."""
+    if not settings.scores_dir.is_dir():
+        return []
+    return sorted(
+        date.fromisoformat(p.name.split("=", 1)[1])
+        for p in settings.scores_dir.iterdir()
+        if p.is_dir() and p.name.startswith("score_date=")
+    )
+
