@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from propensity.config import Settings, load_settings
@@ -62,14 +63,14 @@ def handled(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except PropensityError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
 
 
 def progress(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", markup=True)
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", markup=True)
 
 
 def print_frame(frame: pd.DataFrame, title: str | None = None, floatfmt: str = "{:.4f}") -> None:

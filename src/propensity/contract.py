@@ -127,6 +127,12 @@ def locate(raw_dir: Path) -> RawTables:
 
 def _find_tables(raw_dir: Path) -> tuple[RawTables, list[Violation]]:
     folder = raw_dir.resolve()
+    if not folder.is_dir():
+        raise ContractError([Violation(
+            "(raw folder)", None, "missing_folder", f"{folder} does not exist or is not a folder",
+            fix="point raw_dir (conf/pipeline.yaml or PROPENSITY_RAW_DIR) at the folder of extracts, "
+            "or run `propensity synth` to write a synthetic one",
+        )])
     sources: dict[str, str] = {}
     files: dict[str, list[Path]] = {}
     scans: dict[str, str] = {}
