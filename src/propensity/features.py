@@ -180,8 +180,10 @@ def snapshot_frame(days: list[date]) -> pd.DataFrame:
     )
 
 
-def create_spine(con: duckdb.DuckDBPyConnection, customers: str, intervals: pd.DataFrame, days: list[date], policy: Policy) -> None:
+def create_spine(con: duckdb.DuckDBPyConnection, customers: str, intervals: pd.DataFrame, days: list[date], policy: Policy) -> dict[str, int]:
     """Create the temp table ``spine``: permitted customer-snapshots with tier and sharing.
+
+    Returns the number of customers per tier (``excluded`` included) at the last snapshot.
 
     ``customers`` is a FROM-expression over the raw customers table; ``intervals`` comes
     from :func:`propensity.consent.tier_intervals`.
@@ -206,9 +208,11 @@ def create_spine(con: duckdb.DuckDBPyConnection, customers: str, intervals: pd.D
           ON i.customer_id = m.customer_id AND m.{TIMESTAMP} >= i.valid_from
         """
     )
+    counts = dict(con.execute("SELECT tier, COUNT(*) FROM spine WHERE snapshot_date = ? GROUP BY tier", [days[-1]]).fetchall())
     con.execute("DELETE FROM spine WHERE tier = 'excluded'")
     con.unregister("_snapshots_df")
     con.unregister("_intervals_df")
+    return {tier: int(counts.get(tier, 0)) for tier in ("personalised", "basic", "excluded")}
 
 
 def allowed_rows_sql(view: ViewSpec, policy: Policy) -> str:
@@ -560,8 +564,7 @@ def build_offline_store(
         progress(f"{len(days)} snapshots {days[0]} .. {days[-1]}")
         consents, reservations = load_events(con, raw)
         intervals = tier_intervals(consents, reservations, policy)
-        create_spine(con, raw("customers"), intervals, days, policy)
-        tiers = dict(con.execute("SELECT tier, COUNT(*) FROM spine WHERE snapshot_date = ? GROUP BY tier", [days[-1]]).fetchall())
+        tiers = create_spine(con, raw("customers"), intervals, days, policy)
         rows: dict[str, int] = {}
         with staged_dir(settings.features_dir) as out:
             for view in view_specs(policy, catalogue):

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from propensity.config import load_settings
+from propensity.errors import MissingInputError
+from propensity.score import rank_within_product, resolve_score_date
+from tests.conftest import ROOT
+
+
+def test_rank_and_decile_within_product_break_ties_by_customer():
+    scores = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:02d}" for i in range(20)] + ["X1", "X2"],
+            "product": ["mortgage"] * 20 + ["bsu"] * 2,
+            "probability": [i / 100 for i in range(20)] + [0.5, 0.5],
+        }
+    )
+    ranked = rank_within_product(scores)
+    mortgage = ranked[ranked["product"] == "mortgage"]
+    assert mortgage["customer_id"].iloc[0] == "C19" and mortgage["rank"].iloc[0] == 1
+    assert mortgage["decile"].tolist() == [d for d in range(1, 11) for _ in range(2)]
+    bsu = ranked[ranked["product"] == "bsu"]
+    assert bsu[["customer_id", "rank", "decile"]].values.tolist() == [["X1", 1, 5], ["X2", 2, 10]]
+
+
+@pytest.fixture()
+def with_manifest(tmp_path):
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    settings.features_dir.mkdir(parents=True)
+    (settings.features_dir / "manifest.json").write_text(json.dumps({"snapshots": ["2025-05-31", "2025-06-30"]}))
+    return settings
+
+
+def test_score_date_defaults_to_newest_snapshot(with_manifest):
+    assert resolve_score_date(with_manifest, None) == date(2025, 6, 30)
+
+
+def test_score_date_past_newest_snapshot_is_refused_as_stale(with_manifest):
+    with pytest.raises(MissingInputError, match="stale features: the newest feature snapshot is 2025-06-30"):
+        resolve_score_date(with_manifest, date(2025, 7, 31))
+
+
+def test_score_date_without_a_snapshot_is_refused(with_manifest):
+    with pytest.raises(MissingInputError, match="no feature snapshot for 2025-06-15"):
+        resolve_score_date(with_manifest, date(2025, 6, 15))
+
+
+def test_no_feature_store_is_a_clear_error(tmp_path):
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    with pytest.raises(MissingInputError, match="run `propensity features build`"):
+        resolve_score_date(settings, None)
