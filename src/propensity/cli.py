@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from datetime import date
 from functools import wraps
@@ -40,6 +41,9 @@ ConfOption = Annotated[Optional[Path], typer.Option("--conf", help="pipeline.yam
 
 
 def _settings(conf: Path | None) -> Settings:
+    # Library deprecation chatter (ibis, Feast) is noise for an operator reading a job log.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     return load_settings(conf)
 
 
@@ -127,8 +131,8 @@ def features_build(conf: ConfOption = None) -> None:
     s = _settings(conf)
     summary = pipeline(s, "build_features").run(s, progress)
     print_frame(pd.DataFrame({"view": list(summary.rows), "rows": list(summary.rows.values())}), title="feature views")
-    tiers = ", ".join(f"{k}: {v:,}" for k, v in sorted(summary.customers_by_tier.items()))
-    progress(f"customers at {summary.snapshots[-1]} by tier: {tiers} (excluded customers have no rows)")
+    tiers = ", ".join(f"{k} {v:,}" for k, v in summary.customers_by_tier.items())
+    progress(f"customers at {summary.snapshots[-1]}: {tiers} (excluded customers have no feature rows)")
 
 
 @features_app.command("show")
@@ -190,3 +194,106 @@ def sql(
     print_frame(frame.head(limit).astype(object).where(frame.head(limit).notna(), None))
     if len(frame) > limit:
         console.print(f"... {len(frame) - limit:,} more rows (use --limit)")
+
+
+# ----------------------------------------------------------------------------- campaigns
+campaign_app = typer.Typer(help="Campaign lists: build, finalise at send time, responses, uplift.", no_args_is_help=True)
+matching_app = typer.Typer(help="Hashed customer-matching audiences for social and news media.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(matching_app, name="matching")
+
+
+@campaign_app.command("build")
+@handled
+def campaign_build(
+    spec: Annotated[Path, typer.Argument(help="Campaign spec (YAML), e.g. conf/campaigns/mortgage_email.yaml.")],
+    replace: Annotated[bool, typer.Option("--replace", help="Rebuild a campaign that is built but not finalised.")] = False,
+    conf: ConfOption = None,
+) -> None:
+    """Build a campaign list from the newest scores at or before the send date: drop reserved,
+    unconsented, excluded and over-contacted customers, hold out a control group per decile,
+    write data/campaigns/<id>/ and append the contacts to the campaign log."""
+    s = _settings(conf)
+    built = pipeline(s, "campaign").build(s, spec.resolve(), replace, progress)
+    print_frame(built.reasons[["reason", "customers"]], title=f"{built.campaign_id}: one reason per customer, first that applies")
+    rules = ", ".join(f"{k} {v:,}" for k, v in built.contact_rules.items())
+    progress(f"scores of {built.score_date}; send {built.send_at}; contact policy: {rules}")
+    progress(f"{built.treated:,} to contact, {built.control:,} in the control group -> {built.path}")
+
+
+@campaign_app.command("finalise")
+@handled
+def campaign_finalise(
+    campaign: Annotated[str, typer.Argument(help="campaign_id of a built campaign.")],
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Check consents and reservations as of this UTC instant (default: now).")] = None,
+    conf: ConfOption = None,
+) -> None:
+    """Re-check a built list against reservations, consents and objections as of now and
+    remove whoever may no longer be contacted (status: finalised)."""
+    from propensity.target import parse_instant
+
+    s = _settings(conf)
+    done = pipeline(s, "campaign").finalise(s, campaign, parse_instant(as_of), progress)
+    print_frame(done.counts, title=f"{campaign}: removed as of {done.as_of}")
+    progress(f"{done.treated:,} to contact, {done.control:,} in the control group (finalised)")
+
+
+@campaign_app.command("responses")
+@handled
+def campaign_responses(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet: campaign_id, customer_id, response, responded_at.")],
+    conf: ConfOption = None,
+) -> None:
+    """Add response rows (none, opened, clicked, converted) of treated and control customers
+    to the campaign log; a bad file is refused whole."""
+    s = _settings(conf)
+    pipeline(s, "campaign").responses(s, file.resolve(), progress)
+
+
+@campaign_app.command("evaluate")
+@handled
+def campaign_evaluate(
+    campaign: Annotated[str, typer.Argument(help="campaign_id of a built campaign.")],
+    confidence: Annotated[float, typer.Option(help="Confidence level of the uplift interval.")] = 0.95,
+    conf: ConfOption = None,
+) -> None:
+    """Conversion of treated vs control customers, overall and per decile, with the uplift's
+    confidence interval."""
+    s = _settings(conf)
+    frame = pipeline(s, "campaign").evaluate(s, campaign, confidence)
+    print_frame(frame, title=f"{campaign}: conversion, treated vs control ({confidence:.0%} interval)")
+
+
+@matching_app.command("export")
+@handled
+def matching_export(
+    spec: Annotated[Path, typer.Argument(help="Campaign spec (YAML) with a customer_matching section.")],
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Export instant, UTC (default: now).")] = None,
+    conf: ConfOption = None,
+) -> None:
+    """Write a hashed e-mail/phone audience (SHA-256, no clear text) to data/matching/<id>/,
+    without customers who reserved against customer matching or are excluded."""
+    from propensity.target import parse_instant
+
+    s = _settings(conf)
+    done = pipeline(s, "campaign").export_matching(s, spec.resolve(), parse_instant(as_of), progress)
+    print_frame(done.reasons, title=f"{done.campaign_id}: customer-matching export")
+    progress(f"{done.exported:,} customers -> {done.path / 'upload.csv'}; deleted on {done.delete_on}")
+
+
+@matching_app.command("purge")
+@handled
+def matching_purge(
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Delete exports due on or before this date (default: today, UTC).")] = None,
+    conf: ConfOption = None,
+) -> None:
+    """Delete customer-matching exports whose deletion date has come."""
+    from propensity.target import parse_instant
+
+    s = _settings(conf)
+    purged = pipeline(s, "campaign").purge_matching(s, parse_instant(as_of).date() if as_of else None)
+    frame = pd.DataFrame(
+        {"campaign_id": [p.campaign_id for p in purged], "delete_on": [str(p.delete_on) for p in purged],
+         "deleted": ["yes" if p.deleted else "no" for p in purged]}
+    )
+    print_frame(frame, title="customer-matching exports")

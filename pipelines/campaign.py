@@ -1,0 +1,125 @@
+"""Campaign jobs: build a list, finalise it at send time, ingest responses, evaluate
+uplift, and export or purge customer-matching audiences.
+
+Run on demand (`propensity campaign build conf/campaigns/mortgage_email.yaml`), then
+`propensity campaign finalise <id>` just before the send, and schedule the purge daily:
+    30 5 * * *  cd /srv/propensity && .venv/bin/propensity matching purge >> data/logs/matching.log 2>&1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from propensity import contract, matching, target
+from propensity.config import Settings, load_settings
+from propensity.duck import connect
+from propensity.score import read_partition
+
+
+def build(settings: Settings, spec_path: Path, replace: bool = False,
+          progress: Callable[[str], None] = print) -> target.CampaignBuild:
+    spec = target.load_spec(spec_path, settings)
+    channel = target.require_channel(spec)
+    score_day = target.score_partition_for(settings, spec.send_date)  # missing scores fail before any work
+    with target.campaign_lock(settings):
+        target.refuse_rebuild(settings, spec, replace)
+        progress(f"validating extracts in {settings.raw_dir}")
+        raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+        audience = target.campaign_audience(read_partition(settings, score_day), spec)
+        progress(f"{len(audience):,} customers selected from scores of {score_day}; checking {channel} at {spec.send_at}")
+        con = connect(threads=settings.n_jobs)
+        try:
+            ids = audience["customer_id"]
+            customers = target.read_customers(con, raw.relation, ids)
+            consents, reservations = target.read_governance_events(con, raw.relation, ids, spec.send_at)
+            states = target.states_at(consents, reservations, ids, spec.send_at, settings.policy)
+            # Contact history and the log are read only for customers the send-time rules keep.
+            in_play = ids[target.send_time_reasons(ids, customers, states, channel, settings.policy, spec.send_date).eq("")]
+            complaints = target.read_complaints(con, raw.relation, in_play, spec)
+            contacts = target.read_contacts(con, raw.relation, settings, in_play, spec)
+        finally:
+            con.close()
+        decisions = target.campaign_decisions(audience, customers, states, contacts, complaints, spec, settings.policy)
+        return target.write_campaign(settings, spec, decisions, customers, score_day, target.utc_now())
+
+
+def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = None,
+             progress: Callable[[str], None] = print) -> target.Finalised:
+    at = as_of if as_of is not None else target.utc_now()
+    with target.campaign_lock(settings):
+        built = target.read_built(settings, campaign_id)
+        progress(f"re-checking {len(built.members):,} members of {campaign_id} as of {at}")
+        raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+        con = connect(threads=settings.n_jobs)
+        try:
+            ids = built.members["customer_id"]
+            customers = target.read_customers(con, raw.relation, ids)
+            consents, reservations = target.read_governance_events(con, raw.relation, ids, at)
+        finally:
+            con.close()
+        states = target.states_at(consents, reservations, ids, at, settings.policy)
+        removed = target.finalise_removals(built, customers, states, settings.policy, at.date())
+        return target.write_finalised(settings, built, removed, at, target.utc_now())
+
+
+def responses(settings: Settings, path: Path, progress: Callable[[str], None] = print) -> tuple[int, int]:
+    """Returns (entries appended, rows already logged)."""
+    frame = target.read_response_file(path)
+    with target.campaign_lock(settings):
+        campaign_ids = frame["campaign_id"].unique() if "campaign_id" in frame else []
+        members, sends, specs = target.members_of(settings, campaign_ids)
+        clean = target.validated_responses(frame, str(path), members, sends)
+        entries, seen = target.response_entries(clean, specs, target.read_log(settings), target.utc_now())
+        target.append_log(settings, entries)
+    progress(f"{len(entries):,} response(s) logged, {seen:,} already in the log")
+    return len(entries), seen
+
+
+def evaluate(settings: Settings, campaign_id: str, confidence: float = 0.95) -> pd.DataFrame:
+    return target.evaluation(settings, campaign_id, confidence)
+
+
+def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | None = None,
+                    progress: Callable[[str], None] = print) -> matching.MatchingExport:
+    spec = target.load_spec(spec_path, settings)
+    delete_on = target.matching_deadline(spec)
+    at = as_of if as_of is not None else target.utc_now()
+    matching.refuse_export(settings, spec.campaign_id, delete_on, at)
+    progress(f"validating extracts in {settings.raw_dir}")
+    raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+    score_day = target.score_partition_for(settings, spec.send_date)
+    audience = target.campaign_audience(read_partition(settings, score_day), spec)
+    con = connect(threads=settings.n_jobs)
+    try:
+        ids = audience["customer_id"]
+        customers = target.read_customers(con, raw.relation, ids)
+        consents, reservations = target.read_governance_events(con, raw.relation, ids, at)
+    finally:
+        con.close()
+    states = target.states_at(consents, reservations, ids, at, settings.policy)
+    decisions = matching.matching_decisions(audience, customers, states, settings.policy, at.date())
+    manifest = {
+        "campaign_id": spec.campaign_id,
+        "destination": spec.customer_matching.destination if spec.customer_matching else None,
+        "product": spec.product,
+        "spec": spec.model_dump(mode="json"),
+        "score_date": score_day.isoformat(),
+        "as_of": at.isoformat(),
+        "send_date": spec.send_date.isoformat(),
+        "delete_on": delete_on.isoformat(),
+    }
+    return matching.write_export(settings, decisions, manifest, target.utc_now())
+
+
+def purge_matching(settings: Settings, as_of: date | None = None) -> list[matching.PurgedExport]:
+    return matching.purge_exports(settings, as_of or target.utc_now().date())
+
+
+if __name__ == "__main__":
+    import sys
+
+    build(load_settings(), Path(sys.argv[1]))
