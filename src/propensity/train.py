@@ -1,0 +1,586 @@
+"""Datasets by tier, out-of-time splits, LightGBM + calibration + baselines, metrics.
+
+The pieces here are pure (frames and settings in, frames and fitted estimators out); the
+training job that reads the stores and logs to MLflow is ``propensity.registry.train_all``.
+
+* **Datasets by tier.** Labels (``propensity.labels``) give the customer-snapshots; the
+  feature store returns features through one FeatureService per tier: a personalised
+  model sees only rows personalised at their snapshot, a basic model sees basic and
+  personalised rows with basic features only, excluded rows never appear (POLICY.md
+  rules 2-4).
+* **Split by time, never at random** (:func:`time_split`): the newest fully labelled
+  snapshots are the test window, the window before it validates (early stopping and
+  calibration), older snapshots train. Between two windows the label months are left
+  out, so that every label window of a window ends strictly before the next window's
+  first snapshot.
+* **Models**: a scikit-learn Pipeline (column frame → ordinal-encoded strings + numeric
+  passthrough → LightGBM) early-stopped on the validation window and calibrated on it
+  (isotonic or Platt, the one with the lower out-of-fold Brier score on the validation
+  window), beside a logistic-regression baseline and the base rate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from propensity.config import LightGBMParams, LogisticParams, Settings, ValidationWindows
+from propensity.errors import MissingInputError
+from propensity.evaluation import brier, classification_metrics, roc_auc
+from propensity.snapshots import add_months, instants
+
+SPLITS = ("train", "valid", "test")
+KEY = ["customer_id", "snapshot_date"]
+# Folds of the validation window used to choose the calibration method out of fold
+# (a method scored on the rows it was fitted on would always favour isotonic).
+CALIBRATION_FOLDS = 5
+# The logistic baseline is a yardstick, not a product: fitting it on more rows than this
+# (a deterministic sample) costs minutes and changes its AUC in the third decimal.
+BASELINE_MAX_ROWS = 200_000
+# LightGBM threads: at most settings.n_jobs, and one per this many training rows. On small
+# datasets extra OpenMP threads only add synchronisation, and when another process holds
+# a core they spin-wait: measured 0.26 s with one thread against 1 s (idle machine) to
+# 33 s (one busy core) with two, for 7k rows x 114 features.
+ROWS_PER_THREAD = 50_000
+# Probabilities are clipped to this distance from 0 and 1 before taking a logit (Platt).
+_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------- splits
+@dataclass(frozen=True)
+class Split:
+    """Snapshot dates of the train, validation and test windows (each ascending)."""
+
+    train: tuple[date, ...]
+    valid: tuple[date, ...]
+    test: tuple[date, ...]
+
+    def window(self, name: str) -> tuple[date, date]:
+        dates = getattr(self, name)
+        return dates[0], dates[-1]
+
+    def describe(self) -> dict[str, str]:
+        """``{"train": "2024-01-31..2024-11-30", ...}`` for tags and logs."""
+        return {name: f"{self.window(name)[0]}..{self.window(name)[1]}" for name in SPLITS}
+
+    def assign(self, snapshot_dates: pd.Series) -> pd.Series:
+        """The window name of each snapshot date (None outside every window)."""
+        lookup = {d: name for name in SPLITS for d in getattr(self, name)}
+        return snapshot_dates.map(lookup)
+
+
+def time_split(labelled: Sequence[date], label_months: int, windows: ValidationWindows) -> Split:
+    """Out-of-time windows over the labelled snapshots (consecutive month ends).
+
+    ``label_months`` is gap + horizon of the product. The test window is the newest
+    ``test_months`` labelled snapshots; the validation window the ``valid_months`` before
+    it and the training window every snapshot before that, each separated from the next
+    window so that a label window ``(t + gap, t + label_months]`` ends strictly before the
+    next window's first snapshot: ``label_months`` snapshots are left out in between.
+    Raises ``MissingInputError`` when fewer than ``min_train_months`` remain to train on.
+    """
+    labelled = sorted(set(labelled))
+    if not labelled:
+        raise MissingInputError("no fully labelled snapshot: the extracts are shorter than one label window")
+    test = tuple(labelled[-windows.test_months :])
+    valid_last = add_months(test[0], -(label_months + 1))
+    valid = tuple(d for d in labelled if add_months(valid_last, -windows.valid_months) < d <= valid_last)
+    train = tuple(d for d in labelled if valid and d <= add_months(valid[0], -(label_months + 1)))
+    if len(test) < windows.test_months or len(valid) < windows.valid_months or len(train) < windows.min_train_months:
+        need = windows.min_train_months + windows.valid_months + windows.test_months + 2 * label_months
+        raise MissingInputError(
+            f"too few labelled snapshots ({len(labelled)}: {labelled[0]}..{labelled[-1]}) for "
+            f"{windows.min_train_months} training, {windows.valid_months} validation and {windows.test_months} test "
+            f"months with {label_months} label months between windows: {need} are needed "
+            f"(extend the extracts or lower validation.* in models/training.yaml)"
+        )
+    return Split(train=train, valid=valid, test=test)
+
+
+# --------------------------------------------------------------------------- datasets
+def entity_frame(labels: pd.DataFrame) -> pd.DataFrame:
+    """The distinct customer-snapshots of a label frame as Feast entity rows:
+    customer_id, event_timestamp (snapshot instant), snapshot_date; sorted."""
+    rows = labels[KEY].drop_duplicates().sort_values(KEY, kind="stable").reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "customer_id": rows["customer_id"].astype(str).to_numpy(),
+            "event_timestamp": instants(pd.Series(pd.to_datetime(rows["snapshot_date"]))).to_numpy(),
+            "snapshot_date": rows["snapshot_date"].to_numpy(),
+        }
+    )
+
+
+def compact_features(frame: pd.DataFrame, columns: Sequence[str], string_columns: Sequence[str]) -> pd.DataFrame:
+    """Features as the models read them: strings as object (missing = NaN), numbers as
+    float32 (missing = NaN), in ``columns`` order; key, tier and sharing columns kept."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise MissingInputError(f"feature columns missing from the frame: {missing[:10]}")
+    strings = set(string_columns)
+    data: dict[str, object] = {}
+    for c in [*KEY, "tier", "group_data_sharing"]:
+        if c in frame.columns:
+            data[c] = frame[c].to_numpy()
+    for c in columns:
+        if c in strings:
+            values = frame[c].astype(object)
+            data[c] = values.where(values.notna(), np.nan).to_numpy()
+        else:
+            data[c] = pd.to_numeric(frame[c], errors="coerce").astype(np.float32).to_numpy()
+    return pd.DataFrame(data, index=pd.RangeIndex(len(frame)))
+
+
+def tier_dataset(labels: pd.DataFrame, features: pd.DataFrame, split: Split) -> pd.DataFrame:
+    """Label rows of one product joined to one tier's feature rows, with a ``split`` column.
+
+    ``features`` holds only the customer-snapshots the tier's service may read (the store
+    has dropped the others), so the inner join keeps exactly the permitted rows. Rows
+    outside the three windows are dropped. Sorted by split, snapshot, customer.
+    """
+    rows = labels[[*KEY, "label"]].copy()
+    rows["split"] = split.assign(rows["snapshot_date"])
+    rows = rows[rows["split"].notna()]
+    out = rows.merge(features, on=KEY, how="inner", validate="one_to_one")
+    order = out["split"].map({name: i for i, name in enumerate(SPLITS)})
+    out = out.assign(_order=order).sort_values(["_order", "snapshot_date", "customer_id"], kind="stable")
+    return out.drop(columns="_order").reset_index(drop=True)
+
+
+def dataset_fingerprint(rows: pd.DataFrame) -> str:
+    """sha256 of the sorted ``customer_id|snapshot_date|label`` lines of the rows."""
+    ordered = rows.sort_values(KEY, kind="stable")
+    lines = (
+        ordered["customer_id"].astype(str)
+        + "|"
+        + pd.to_datetime(ordered["snapshot_date"]).dt.strftime("%Y-%m-%d")
+        + "|"
+        + ordered["label"].astype(int).astype(str)
+    )
+    return hashlib.sha256("\n".join(lines.tolist()).encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------------ estimators
+class FeatureFrame(TransformerMixin, BaseEstimator):
+    """Selects the service's feature columns in contract order and fixes their types:
+    strings to object with NaN for missing, everything else to float32. Extra columns of
+    the input are ignored; a missing one is refused (the model's contract is its service)."""
+
+    def __init__(self, features: Sequence[str] = (), string_features: Sequence[str] = ()):
+        self.features = features
+        self.string_features = string_features
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> "FeatureFrame":
+        self.transform(X.head(0))
+        self.n_features_in_ = len(self.features)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.features if c not in X.columns]
+        if missing:
+            raise MissingInputError(
+                f"the model needs {len(missing)} feature column(s) the frame lacks, e.g. {missing[:5]}; "
+                "read features through the FeatureService the model records"
+            )
+        strings = set(self.string_features)
+        data = {}
+        for c in self.features:
+            if c in strings:
+                values = X[c].astype(object)
+                data[c] = values.where(values.notna(), np.nan).to_numpy()
+            else:
+                data[c] = pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+        return pd.DataFrame(data, index=pd.RangeIndex(len(X)))
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return np.asarray(self.features, dtype=object)
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    """sign(x) * log(1 + |x|): tames money amounts for the linear baseline."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def lightgbm_pipeline(
+    features: Sequence[str], string_features: Sequence[str], params: LightGBMParams, *, n_jobs: int, seed: int
+) -> Pipeline:
+    """Unfitted: FeatureFrame → ColumnTransformer (ordinal strings, numeric passthrough) →
+    LGBMClassifier (deterministic, seeded). Strings become LightGBM categorical features."""
+    from lightgbm import LGBMClassifier
+
+    strings = [c for c in features if c in set(string_features)]
+    numbers = [c for c in features if c not in set(string_features)]
+    parts = []
+    if strings:
+        parts.append(
+            (
+                "strings",
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan, dtype=np.float32
+                ),
+                strings,
+            )
+        )
+    if numbers:
+        parts.append(("numbers", "passthrough", numbers))
+    columns = ColumnTransformer(parts, verbose_feature_names_out=False).set_output(transform="pandas")
+    model = LGBMClassifier(
+        n_estimators=params.n_estimators,
+        learning_rate=params.learning_rate,
+        num_leaves=params.num_leaves,
+        min_child_samples=params.min_child_samples,
+        subsample=params.subsample,
+        subsample_freq=params.subsample_freq,
+        colsample_bytree=params.colsample_bytree,
+        reg_lambda=params.reg_lambda,
+        class_weight=params.class_weight,
+        n_jobs=n_jobs,
+        random_state=seed,
+        deterministic=True,
+        force_row_wise=True,
+        verbose=-1,
+    )
+    return Pipeline([("frame", FeatureFrame(list(features), strings)), ("columns", columns), ("model", model)])
+
+
+def lightgbm_threads(rows: int, n_jobs: int) -> int:
+    """Threads for a LightGBM fit on ``rows`` rows: between 1 and ``n_jobs``."""
+    return max(1, min(n_jobs, rows // ROWS_PER_THREAD))
+
+
+def fit_lightgbm(
+    pipeline: Pipeline,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    *,
+    early_stopping_rounds: int,
+) -> Pipeline:
+    """Fit the pipeline on ``train`` (its ``label`` column), early-stopping on ``valid``."""
+    import lightgbm
+
+    prepare = Pipeline(pipeline.steps[:-1])
+    x_train = prepare.fit_transform(train, train["label"])
+    x_valid = prepare.transform(valid)
+    strings = list(pipeline.named_steps["frame"].string_features)
+    model = pipeline.named_steps["model"]
+    model.fit(
+        x_train,
+        train["label"].to_numpy(),
+        eval_set=[(x_valid, valid["label"].to_numpy())],
+        categorical_feature=strings or "auto",
+        callbacks=[lightgbm.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)],
+    )
+    return pipeline
+
+
+def logistic_pipeline(features: Sequence[str], string_features: Sequence[str], params: LogisticParams, *, seed: int) -> Pipeline:
+    """Unfitted baseline: impute + one-hot strings, impute (with indicators) + signed log +
+    scale numbers, logistic regression."""
+    strings = [c for c in features if c in set(string_features)]
+    numbers = [c for c in features if c not in set(string_features)]
+    parts = []
+    if strings:
+        parts.append(
+            (
+                "strings",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
+                    ]
+                ),
+                strings,
+            )
+        )
+    if numbers:
+        parts.append(
+            (
+                "numbers",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+                        ("log", FunctionTransformer(signed_log1p)),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                numbers,
+            )
+        )
+    return Pipeline(
+        [
+            ("frame", FeatureFrame(list(features), strings)),
+            ("columns", ColumnTransformer(parts)),
+            ("model", LogisticRegression(C=params.C, max_iter=params.max_iter, random_state=seed)),
+        ]
+    )
+
+
+def baseline_sample(train: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """At most BASELINE_MAX_ROWS training rows, drawn with the seed (all rows if fewer)."""
+    if len(train) <= BASELINE_MAX_ROWS:
+        return train
+    return train.sample(n=BASELINE_MAX_ROWS, random_state=seed).sort_index()
+
+
+# ------------------------------------------------------------------------ calibration
+class IsotonicCalibrator:
+    """Isotonic regression of outcome on score, clipped outside the fitted range."""
+
+    method = "isotonic"
+
+    def fit(self, scores: np.ndarray, y: np.ndarray) -> "IsotonicCalibrator":
+        self.model_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, y)
+        return self
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        return np.clip(self.model_.predict(np.asarray(scores, dtype=np.float64)), 0.0, 1.0)
+
+
+class SigmoidCalibrator:
+    """Platt scaling: a logistic regression on the logit of the score."""
+
+    method = "sigmoid"
+
+    def fit(self, scores: np.ndarray, y: np.ndarray) -> "SigmoidCalibrator":
+        y = np.asarray(y)
+        if y.min() == y.max():
+            self.constant_ = float(y.mean())
+            return self
+        self.constant_ = None
+        self.model_ = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(scores)[:, None], y)
+        return self
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        if self.constant_ is not None:
+            return np.full(len(scores), self.constant_)
+        return self.model_.predict_proba(_logit(scores)[:, None])[:, 1]
+
+
+def _logit(scores: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(scores, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+CALIBRATORS = {"isotonic": IsotonicCalibrator, "sigmoid": SigmoidCalibrator}
+
+
+def calibration_folds(customer_ids: pd.Series, folds: int = CALIBRATION_FOLDS) -> np.ndarray:
+    """A fold number per row from a hash of the customer (a customer stays in one fold)."""
+    hashed = pd.util.hash_pandas_object(customer_ids.astype(str).reset_index(drop=True), index=False).to_numpy()
+    return (hashed % np.uint64(folds)).astype(np.int64)
+
+
+def choose_calibration(
+    scores: np.ndarray, y: np.ndarray, folds: np.ndarray, methods: Sequence[str]
+) -> tuple[str, object, dict[str, float]]:
+    """The calibration method with the lowest out-of-fold Brier score, refitted on all rows.
+
+    Each method is fitted on all folds but one and scored on the one left out; the
+    method with the lower mean squared error over all rows wins (ties: the first listed).
+    Returns (method name, fitted calibrator, {method: out-of-fold Brier}).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    scored: dict[str, float] = {}
+    for method in methods:
+        out = np.empty_like(scores)
+        for fold in np.unique(folds):
+            held = folds == fold
+            out[held] = CALIBRATORS[method]().fit(scores[~held], y[~held]).transform(scores[held])
+        scored[method] = brier(y, out)
+    best = min(methods, key=lambda m: (scored[m], list(methods).index(m)))
+    return best, CALIBRATORS[best]().fit(scores, y), scored
+
+
+class CalibratedModel:
+    """A fitted pipeline and the calibrator of its scores: calibrated probabilities.
+
+    ``predict_proba`` returns the two class columns (scikit-learn convention);
+    ``probability`` the positive class as a 1-D float64 array.
+    """
+
+    def __init__(self, pipeline: Pipeline, calibrator: object, features: Sequence[str], string_features: Sequence[str]):
+        self.pipeline = pipeline
+        self.calibrator = calibrator
+        self.features = list(features)
+        self.string_features = list(string_features)
+
+    @property
+    def calibration(self) -> str:
+        return self.calibrator.method
+
+    def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.pipeline.predict_proba(frame)[:, 1]
+
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        if len(frame) == 0:
+            return np.empty(0, dtype=np.float64)
+        return np.asarray(self.calibrator.transform(self.raw_score(frame)), dtype=np.float64)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        p = self.probability(frame)
+        return np.column_stack([1 - p, p])
+
+    def feature_importance(self) -> pd.Series:
+        """Total gain per feature of the LightGBM model, in feature order."""
+        booster = self.pipeline.named_steps["model"].booster_
+        names = booster.feature_name()
+        return pd.Series(booster.feature_importance(importance_type="gain"), index=names, name="gain")
+
+
+# ---------------------------------------------------------------------------- fitting
+@dataclass
+class FittedProductTier:
+    """The models of one product and tier and their numbers on the test window."""
+
+    product: str
+    tier: str
+    model: CalibratedModel
+    metrics: dict[str, float]
+    rows: dict[str, int]
+    rows_by_tier: dict[str, int]
+    calibration_brier: dict[str, float]
+    best_iteration: int
+    test_labels: np.ndarray
+    test_probability: np.ndarray
+    logistic_probability: np.ndarray
+    base_rate: float
+    seconds: float
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def fit_product_tier(
+    data: pd.DataFrame,
+    product: str,
+    tier: str,
+    features: Sequence[str],
+    string_features: Sequence[str],
+    settings: Settings,
+) -> FittedProductTier:
+    """Fit LightGBM (+ calibration) and the baselines on a tier dataset; score the test window.
+
+    ``data`` comes from :func:`tier_dataset` (``split`` and ``label`` columns). Metric
+    names: ``roc_auc``, ``pr_auc``, ``lift_top_decile``, ``brier``, ``ece`` for the
+    calibrated LightGBM model, the same prefixed ``logistic_`` and ``base_rate_``.
+    """
+    started = time.perf_counter()
+    training = settings.training
+    parts = {name: data[data["split"] == name] for name in SPLITS}
+    for name, part in parts.items():
+        if part.empty or part["label"].nunique() < 2:
+            raise MissingInputError(
+                f"{product} / {tier}: the {name} window has {len(part)} rows and "
+                f"{int(part['label'].sum()) if len(part) else 0} positives; both classes are needed to train and evaluate"
+            )
+    train, valid, test = parts["train"], parts["valid"], parts["test"]
+    threads = lightgbm_threads(len(train), settings.n_jobs)
+    pipeline = lightgbm_pipeline(features, string_features, training.lightgbm, n_jobs=threads, seed=settings.seed)
+    fit_lightgbm(pipeline, train, valid, early_stopping_rounds=training.lightgbm.early_stopping_rounds)
+    valid_scores = pipeline.predict_proba(valid)[:, 1]
+    method, calibrator, calibration_brier = choose_calibration(
+        valid_scores, valid["label"].to_numpy(), calibration_folds(valid["customer_id"]), training.calibration.methods
+    )
+    model = CalibratedModel(pipeline, calibrator, features, string_features)
+    y_test = test["label"].to_numpy(dtype=np.float64)
+    p_test = model.probability(test)
+
+    logistic = logistic_pipeline(features, string_features, training.logistic, seed=settings.seed)
+    sample = baseline_sample(train, settings.seed)
+    logistic.fit(sample, sample["label"].to_numpy())
+    p_logistic = logistic.predict_proba(test)[:, 1]
+    base_rate = float(train["label"].mean())
+    p_base = np.full(len(test), base_rate)
+
+    bins = training.metrics.ece_bins
+    metrics = classification_metrics(y_test, p_test, bins)
+    metrics.update({f"logistic_{k}": v for k, v in classification_metrics(y_test, p_logistic, bins).items()})
+    metrics.update({f"base_rate_{k}": v for k, v in classification_metrics(y_test, p_base, bins).items()})
+    metrics["raw_roc_auc"] = roc_auc(y_test, model.raw_score(test))
+    metrics["train_base_rate"] = base_rate
+    best = pipeline.named_steps["model"].best_iteration_ or training.lightgbm.n_estimators
+    return FittedProductTier(
+        product=product,
+        tier=tier,
+        model=model,
+        metrics=metrics,
+        rows={name: int(len(part)) for name, part in parts.items()},
+        rows_by_tier={str(k): int(v) for k, v in data["tier"].value_counts().sort_index().items()} if "tier" in data else {},
+        calibration_brier=calibration_brier,
+        best_iteration=int(best),
+        test_labels=y_test,
+        test_probability=p_test,
+        logistic_probability=p_logistic,
+        base_rate=base_rate,
+        seconds=time.perf_counter() - started,
+        extra={"lightgbm_threads": threads},
+    )
+
+
+# ---------------------------------------------------------------------- oracle & gate
+def oracle_probability(rows: pd.DataFrame, hazard: pd.DataFrame, gap_months: int, horizon_months: int) -> np.ndarray:
+    """The true probability of each row's label from the synthetic truth.
+
+    ``rows`` has customer_id, snapshot_date; ``hazard`` has customer_id, snapshot_date,
+    p_start (the probability of starting the product during the month after that month
+    end) for one product. The label window of a row at t covers the months after
+    t+gap, ..., t+gap+horizon-1, so the probability is 1 - prod_k (1 - p_start(t+gap+k)).
+    A month without a truth row counts as p_start = 0. Returns one value per row, in order.
+    """
+    base = pd.DataFrame(
+        {
+            "customer_id": rows["customer_id"].astype(str).to_numpy(),
+            "snapshot_date": pd.to_datetime(rows["snapshot_date"]).dt.date.to_numpy(),
+            "_row": np.arange(len(rows)),
+        }
+    )
+    truth = hazard[["customer_id", "snapshot_date", "p_start"]].copy()
+    truth["customer_id"] = truth["customer_id"].astype(str)
+    truth["snapshot_date"] = pd.to_datetime(truth["snapshot_date"]).dt.date
+    log_survival = np.zeros(len(rows))
+    for k in range(gap_months, gap_months + horizon_months):
+        shifted = base.assign(snapshot_date=[add_months(d, k) for d in base["snapshot_date"]])
+        joined = shifted.merge(truth, on=["customer_id", "snapshot_date"], how="left").sort_values("_row")
+        p = joined["p_start"].fillna(0.0).clip(0.0, 1.0).to_numpy(dtype=np.float64)
+        log_survival += np.log1p(-np.minimum(p, 1 - 1e-12))
+    return 1.0 - np.exp(log_survival)
+
+
+def promotion_decision(challenger: float, champion: float | None, margin: float) -> bool:
+    """Whether a challenger replaces the champion: always when there is none (or its
+    metric cannot be computed); otherwise only if it beats it by at least ``margin``."""
+    if champion is None or (isinstance(champion, float) and math.isnan(champion)):
+        return True
+    if isinstance(challenger, float) and math.isnan(challenger):
+        return False
+    return challenger >= champion + margin
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a training job did: one row per product × tier (``table``) and the MLflow run.
+
+    ``table`` columns: product, tier, model_name, version, champion_version, promoted,
+    auc, pr_auc, oracle_auc, oracle_gap, lift, brier, ece, logistic_auc, base_rate,
+    calibration, best_iteration, rows_train, rows_valid, rows_test, test_window, run_id,
+    seconds. ``skipped`` names the models that could not be trained, with the reason.
+    """
+
+    table: pd.DataFrame
+    parent_run_id: str
+    experiment_id: str
+    seconds: float
+    skipped: dict[str, str] = field(default_factory=dict)  # model name -> why it was not trained

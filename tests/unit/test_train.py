@@ -1,0 +1,224 @@
+"""Tests of ``propensity.train`` and ``propensity.evaluation``: splits, metrics, calibration, gate."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from propensity.config import ValidationWindows
+from propensity.errors import MissingInputError
+from propensity.evaluation import (
+    brier,
+    calibration_table,
+    expected_calibration_error,
+    lift_by_decile,
+    lift_top_fraction,
+)
+from propensity.snapshots import add_months, month_ends
+from propensity.train import (
+    FeatureFrame,
+    Split,
+    choose_calibration,
+    dataset_fingerprint,
+    oracle_probability,
+    promotion_decision,
+    tier_dataset,
+    time_split,
+)
+
+WINDOWS = ValidationWindows(test_months=2, valid_months=2, min_train_months=6)
+LABELLED = month_ends(date(2024, 1, 1), date(2025, 9, 30))  # 21 month ends
+
+
+# ------------------------------------------------------------------------ splits
+def test_split_puts_the_newest_labelled_snapshots_in_test():
+    split = time_split(LABELLED, 3, WINDOWS)
+    assert split.test == (date(2025, 8, 31), date(2025, 9, 30))
+
+
+def test_split_leaves_the_label_months_out_between_windows():
+    split = time_split(LABELLED, 3, WINDOWS)
+    assert split.valid == (date(2025, 3, 31), date(2025, 4, 30))
+    assert split.train[-1] == date(2024, 11, 30)
+    assert split.train[0] == date(2024, 1, 31)
+    assert len(split.train) == 11
+
+
+def test_split_label_windows_end_before_the_next_window_starts():
+    for label_months in (1, 3, 4):
+        split = time_split(LABELLED, label_months, WINDOWS)
+        assert add_months(split.train[-1], label_months) < split.valid[0]
+        assert add_months(split.valid[-1], label_months) < split.test[0]
+        assert not set(split.train) & set(split.valid)
+        assert not set(split.valid) & set(split.test)
+
+
+def test_split_with_a_gap_counts_gap_and_horizon():
+    split = time_split(LABELLED, 4, WINDOWS)  # gap 1 + horizon 3
+    assert split.valid == (date(2025, 2, 28), date(2025, 3, 31))
+    assert split.train[-1] == date(2024, 9, 30)
+
+
+def test_split_refuses_too_few_snapshots():
+    with pytest.raises(MissingInputError, match="too few labelled snapshots"):
+        time_split(LABELLED[:15], 3, WINDOWS)
+
+
+def test_split_assigns_window_names():
+    split = Split(train=(date(2024, 1, 31),), valid=(date(2024, 5, 31),), test=(date(2024, 9, 30),))
+    dates = pd.Series([date(2024, 1, 31), date(2024, 3, 31), date(2024, 9, 30)])
+    assigned = split.assign(dates)
+    assert assigned[0] == "train" and pd.isna(assigned[1]) and assigned[2] == "test"
+    assert split.describe()["valid"] == "2024-05-31..2024-05-31"
+
+
+# ----------------------------------------------------------------------- metrics
+Y = np.array([1, 0, 0, 1, 0, 0, 0, 0, 0, 1], dtype=float)
+P = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+
+
+def test_lift_of_the_top_decile_by_hand():
+    # Top 1 of 10 rows is a positive: rate 1.0 over a base rate of 0.3.
+    assert lift_top_fraction(Y, P, 0.1) == pytest.approx(1 / 0.3)
+    # Top 3 (ceil(0.25 * 10)): one positive of three.
+    assert lift_top_fraction(Y, P, 0.25) == pytest.approx((1 / 3) / 0.3)
+
+
+def test_lift_breaks_ties_by_row_order():
+    assert lift_top_fraction([0, 1], [0.5, 0.5], 0.5) == pytest.approx(0.0)
+    assert lift_top_fraction([1, 0], [0.5, 0.5], 0.5) == pytest.approx(2.0)
+
+
+def test_ece_by_hand_with_equal_mass_bins():
+    # Two bins of five rows sorted by p: low (0.05, 0.1, 0.2, 0.3, 0.4) with positives 1/5,
+    # high (0.5, 0.6, 0.7, 0.8, 0.9) with positives 2/5.
+    low = abs(np.mean([0.05, 0.1, 0.2, 0.3, 0.4]) - 0.2)
+    high = abs(np.mean([0.5, 0.6, 0.7, 0.8, 0.9]) - 0.4)
+    assert expected_calibration_error(Y, P, 2) == pytest.approx(0.5 * low + 0.5 * high)
+    assert expected_calibration_error(Y, P, 2) == pytest.approx(0.155)
+
+
+def test_ece_is_zero_when_every_bin_matches():
+    y = np.array([0, 1, 0, 0, 1, 1])
+    p = np.array([0.5, 0.5, 0.0, 0.0, 1.0, 1.0])
+    assert expected_calibration_error(y, p, 3) == pytest.approx(0.0)
+
+
+def test_calibration_table_rows_per_bin():
+    table = calibration_table(Y, P, 3)
+    assert table["rows"].tolist() == [4, 3, 3]
+
+
+def test_lift_by_decile_ranks_the_highest_first():
+    table = lift_by_decile(Y, P)
+    assert table["decile"].tolist() == list(range(1, 11))
+    assert table.loc[0, "positive_rate"] == 1.0
+    assert table.loc[0, "lift"] == pytest.approx(1 / 0.3)
+
+
+def test_brier_by_hand():
+    assert brier([1, 0], [0.75, 0.25]) == pytest.approx(0.0625)
+
+
+# ------------------------------------------------------------------- calibration
+def test_calibration_picks_isotonic_when_the_truth_is_a_step():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, 20000)
+    y = (rng.uniform(size=scores.size) < np.where(scores < 0.5, 0.05, 0.6)).astype(float)
+    method, calibrator, briers = choose_calibration(scores, y, np.arange(scores.size) % 5, ["sigmoid", "isotonic"])
+    assert method == "isotonic"
+    assert briers["isotonic"] < briers["sigmoid"]
+    assert calibrator.transform(np.array([0.25, 0.75])) == pytest.approx([0.05, 0.6], abs=0.02)
+
+
+def test_calibration_picks_sigmoid_when_the_truth_is_a_sigmoid_of_few_rows():
+    rng = np.random.default_rng(2)
+    scores = rng.uniform(0.01, 0.99, 400)
+    logit = np.log(scores / (1 - scores))
+    y = (rng.uniform(size=scores.size) < 1 / (1 + np.exp(-(1.5 * logit - 1)))).astype(float)
+    method, _, briers = choose_calibration(scores, y, np.arange(scores.size) % 5, ["isotonic", "sigmoid"])
+    assert method == "sigmoid"
+    assert briers["sigmoid"] < briers["isotonic"]
+
+
+# -------------------------------------------------------------------- datasets
+def test_tier_dataset_keeps_only_rows_the_tier_returned():
+    labels = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "a", "b"],
+            "snapshot_date": [date(2024, 1, 31), date(2024, 1, 31), date(2024, 5, 31), date(2024, 9, 30)],
+            "product": "mortgage",
+            "label": [0, 1, 1, 0],
+        }
+    )
+    features = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b"],
+            "snapshot_date": [date(2024, 1, 31), date(2024, 5, 31), date(2024, 9, 30)],
+            "tier": "personalised",
+            "x": [1.0, 2.0, 3.0],
+        }
+    )
+    split = Split(train=(date(2024, 1, 31),), valid=(date(2024, 5, 31),), test=(date(2024, 9, 30),))
+    data = tier_dataset(labels, features, split)
+    assert data[["customer_id", "split", "label", "x"]].values.tolist() == [
+        ["a", "train", 0, 1.0],
+        ["a", "valid", 1, 2.0],
+        ["b", "test", 0, 3.0],
+    ]
+
+
+def test_fingerprint_ignores_row_order_and_sees_labels():
+    rows = pd.DataFrame({"customer_id": ["a", "b"], "snapshot_date": [date(2024, 1, 31)] * 2, "label": [0, 1]})
+    assert dataset_fingerprint(rows) == dataset_fingerprint(rows.iloc[::-1])
+    assert dataset_fingerprint(rows) != dataset_fingerprint(rows.assign(label=[1, 1]))
+    assert len(dataset_fingerprint(rows)) == 64
+
+
+def test_feature_frame_refuses_a_missing_column():
+    frame = FeatureFrame(["age_years", "gender"], ["gender"])
+    with pytest.raises(MissingInputError, match="gender"):
+        frame.fit(pd.DataFrame({"age_years": [30]}))
+
+
+def test_feature_frame_orders_and_types_columns():
+    frame = FeatureFrame(["age_years", "gender"], ["gender"]).fit(pd.DataFrame({"gender": ["f"], "age_years": [1]}))
+    out = frame.transform(pd.DataFrame({"extra": [1, 2], "gender": ["f", None], "age_years": [30, None]}))
+    assert list(out.columns) == ["age_years", "gender"]
+    assert out["age_years"].dtype == np.float32
+    assert np.isnan(out["age_years"].iloc[1])
+    assert out["gender"].iloc[0] == "f" and pd.isna(out["gender"].iloc[1])
+
+
+# --------------------------------------------------------------------- oracle
+def test_oracle_combines_the_monthly_hazards_of_the_window():
+    rows = pd.DataFrame({"customer_id": ["a", "b"], "snapshot_date": [date(2024, 1, 31), date(2024, 1, 31)]})
+    hazard = pd.DataFrame(
+        {
+            "customer_id": ["a"] * 4 + ["b"],
+            "snapshot_date": [date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2024, 4, 30), date(2024, 1, 31)],
+            "p_start": [0.1, 0.2, 0.3, 0.5, 0.4],
+        }
+    )
+    assert oracle_probability(rows, hazard, 0, 3) == pytest.approx([1 - 0.9 * 0.8 * 0.7, 0.4])
+    assert oracle_probability(rows, hazard, 1, 3) == pytest.approx([1 - 0.8 * 0.7 * 0.5, 0.0])
+
+
+# ----------------------------------------------------------------------- gate
+def test_first_model_is_always_promoted():
+    assert promotion_decision(0.6, None, 0.002) is True
+
+
+def test_challenger_must_beat_the_champion_by_the_margin():
+    assert promotion_decision(0.803, 0.800, 0.002) is True
+    assert promotion_decision(0.801, 0.800, 0.002) is False
+    assert promotion_decision(0.790, 0.800, 0.002) is False
+    assert promotion_decision(0.800, 0.800, 0.0) is True
+
+
+def test_unscorable_champion_is_replaced_and_unscorable_challenger_is_not_promoted():
+    assert promotion_decision(0.7, float("nan"), 0.002) is True
+    assert promotion_decision(float("nan"), 0.7, 0.002) is False
