@@ -21,6 +21,10 @@ demo: setup
 	$(BIN)/propensity synth --customers $(DEMO_CUSTOMERS) --months $(DEMO_MONTHS)
 	$(BIN)/propensity validate
 	$(BIN)/propensity features build
+	$(BIN)/propensity train
+	$(BIN)/propensity score
+	$(BIN)/propensity sql "SELECT tier, legal_basis, COUNT(DISTINCT customer_id) AS customers, COUNT(*) AS score_rows FROM latest_scores GROUP BY ALL ORDER BY tier"
+	$(BIN)/propensity sql "SELECT product, rank, customer_id, ROUND(probability, 4) AS probability, tier FROM latest_scores WHERE product IN ('mortgage', 'car_loan') AND rank <= 10 ORDER BY product, rank"
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:randomly

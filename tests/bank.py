@@ -114,3 +114,11 @@ class TinyBank:
         for name, table in self.tables().items():
             pq.write_table(table, raw_dir / f"{name}.parquet")
         return raw_dir
+
+    def append_to(self, raw_dir: Path) -> Path:
+        """Add these rows to the tables of an existing raw folder (e.g. a synthetic bank)."""
+        for name, table in self.tables().items():
+            path = raw_dir / f"{name}.parquet"
+            existing = pq.read_table(path)
+            pq.write_table(pa.concat_tables([existing, table.cast(existing.schema)]), path)
+        return raw_dir

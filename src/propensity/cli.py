@@ -23,8 +23,9 @@ from rich.table import Table
 from propensity.config import Settings, load_settings
 from propensity.errors import PropensityError
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Job logs are read in files, not terminals: give tables room instead of 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 app = typer.Typer(
     help="Consent-aware propensity scoring: synthetic bank, contract checks, Feast features, "
@@ -77,7 +78,7 @@ def progress(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", markup=True)
 
 
-def print_frame(frame: pd.DataFrame, title: str | None = None, floatfmt: str = "{:.4f}") -> None:
+def print_frame(frame: pd.DataFrame, title: str | None = None, floatfmt: str = "{:.4g}") -> None:
     table = Table(title=title, show_lines=False)
     for column in frame.columns:
         table.add_column(str(column), justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
@@ -157,6 +158,44 @@ def features_show(
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+# ------------------------------------------------------------------------------ training
+TRAIN_COLUMNS = ["product", "tier", "auc", "oracle_auc", "oracle_gap", "logistic_auc", "lift", "ece", "version",
+                 "champion_version", "promoted", "rows_train", "seconds"]
+
+
+@app.command()
+@handled
+def train(
+    products: Annotated[Optional[list[str]], typer.Option("--products", help="Products to train (default: the catalogue).")] = None,
+    tiers: Annotated[Optional[list[str]], typer.Option("--tiers", help="Tiers: personalised, basic (default: both).")] = None,
+    conf: ConfOption = None,
+) -> None:
+    """Train one calibrated LightGBM model per product and tier, out of time, log it in
+    MLflow and register it; a new version becomes champion only if it beats the current
+    champion on the same test window."""
+    s = _settings(conf)
+    result = pipeline(s, "train").run(s, products or None, tiers or None, progress)
+    table = result.table[[c for c in TRAIN_COLUMNS if c in result.table.columns]]
+    print_frame(table.astype(object).where(table.notna(), None), title=f"training run {result.parent_run_id}")
+    for name, reason in result.skipped.items():
+        progress(f"skipped {name}: {reason}")
+    progress(f"{len(result.table)} models in {result.seconds:.0f} s; MLflow: {s.mlflow_db}")
+
+
+@models_app.command("list")
+@handled
+def models_list(conf: ConfOption = None) -> None:
+    """Show the champion of every registered model with its test metrics."""
+    from propensity.registry import list_champions
+
+    s = _settings(conf)
+    frame = list_champions(s)
+    if frame.empty:
+        progress("no registered models yet: run `propensity train`")
+        return
+    print_frame(frame.astype(object).where(frame.notna(), None), title="champions")
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -297,3 +336,80 @@ def matching_purge(
          "deleted": ["yes" if p.deleted else "no" for p in purged]}
     )
     print_frame(frame, title="customer-matching exports")
+
+
+# ------------------------------------------------------------------------------- privacy
+privacy_app = typer.Typer(help="Erasure, retention purge and access export (POLICY.md rules 7 and 8).", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+
+
+@privacy_app.command("erase")
+@handled
+def privacy_erase(
+    customer: Annotated[list[str], typer.Option("--customer", help="customer_id to erase (repeat for several).")],
+    conf: ConfOption = None,
+) -> None:
+    """Remove customers from every store the project writes, keep them out of later runs
+    (suppression register) and write an erasure receipt per customer."""
+    s = _settings(conf)
+    receipts = pipeline(s, "privacy").erase(s, customer, progress)
+    for receipt in receipts:
+        stores = pd.DataFrame(
+            [{"store": e.store, "rows_removed": e.rows_removed, "files_changed": e.files_changed}
+             for e in receipt.stores if e.rows_removed or e.files_changed]
+        )
+        title = f"customer sha256 {receipt.customer_sha256[:16]}...: {receipt.rows_removed:,} row(s) removed"
+        if stores.empty:
+            progress(title + (" - nothing found (already erased)" if receipt.previously_suppressed else " - nothing found"))
+        else:
+            print_frame(stores, title=title)
+        for held in receipt.raw_files:
+            progress(f"  the bank's extract {held['path']} still holds {held['rows']} row(s) (not ours to change)")
+        progress(f"receipt {receipt.path}")
+
+
+@privacy_app.command("purge")
+@handled
+def privacy_purge(
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Apply retention as of this date, YYYY-MM-DD (default: today, UTC).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be deleted and change nothing.")] = False,
+    conf: ConfOption = None,
+) -> None:
+    """Delete features, scores, lists and matching exports older than the marketing retention
+    period and campaign-log rows older than the contact-log period (conf/policy.yaml)."""
+    from propensity.privacy import purge_frame
+
+    s = _settings(conf)
+    items, exports = pipeline(s, "privacy").run(s, date.fromisoformat(as_of) if as_of else None, dry_run, progress)
+    verb = "would delete" if dry_run else "deleted"
+    if items:
+        print_frame(purge_frame(items), title=f"retention purge: {verb}")
+    else:
+        progress("retention purge: nothing is due")
+    gone = [e.campaign_id for e in exports if e.deleted]
+    if gone:
+        progress(f"customer-matching exports deleted: {', '.join(gone)}")
+
+
+@privacy_app.command("export")
+@handled
+def privacy_export(
+    customer: Annotated[str, typer.Option("--customer", help="customer_id whose data to export.")],
+    conf: ConfOption = None,
+) -> None:
+    """Write everything held about a customer (JSON and HTML) to data/privacy/exports/<sha256>/."""
+    s = _settings(conf)
+    done = pipeline(s, "privacy").export(s, customer, progress)
+    counts = done.document["stores"]
+    print_frame(pd.DataFrame({"store": list(counts), "rows": list(counts.values())}), title="rows held per store")
+    progress(f"export -> {done.path / 'export.json'} and export.html")
+
+
+@privacy_app.command("inventory")
+@handled
+def privacy_inventory(conf: ConfOption = None) -> None:
+    """List every store the project writes, how a customer's rows are found and its retention."""
+    from propensity.privacy import inventory_frame
+
+    s = _settings(conf)
+    print_frame(inventory_frame(s), title=f"stores under {s.data_dir}")

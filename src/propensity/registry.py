@@ -31,7 +31,7 @@ from propensity.atomic import write_bytes_atomic
 from propensity.config import Settings
 from propensity.contract import RawTables
 from propensity.duck import connect, sql_literal
-from propensity.errors import MissingInputError
+from propensity.errors import ConfigError, MissingInputError
 from propensity.evaluation import report_html, roc_auc
 from propensity.features import read_manifest
 from propensity.labels import label_frame, labelled_snapshots
@@ -178,6 +178,11 @@ class ChampionModel:
         out = self._pyfunc.predict(frame[self.features].reset_index(drop=True))
         return np.asarray(out, dtype=np.float64).ravel()
 
+    def calibrated_model(self):
+        """The fitted ``train.CalibratedModel`` behind the pyfunc (LightGBM pipeline and
+        calibrator): feature importance and per-row contributions (reason codes)."""
+        return self._pyfunc.unwrap_python_model().model
+
 
 def load_champion(settings: Settings, product: str, tier: str) -> ChampionModel:
     """The version of ``propensity-<product>-<tier>`` with alias ``champion``.
@@ -235,6 +240,19 @@ def list_champions(settings: Settings) -> pd.DataFrame:
             )
     frame = pd.DataFrame(rows, columns=CHAMPION_COLUMNS)
     return frame.sort_values("name", kind="stable").reset_index(drop=True)
+
+
+def run_record(settings: Settings, run_id: str) -> tuple[dict[str, float], dict[str, str]]:
+    """Metrics and tags of a logged run (test-window metrics, data windows, FeatureService),
+    for reports and monitoring. Raises ``MissingInputError`` when the run is unknown."""
+    mlc = _existing_client(settings)
+    try:
+        run = mlc.get_run(run_id) if mlc is not None else None
+    except MlflowException:
+        run = None
+    if run is None:
+        raise MissingInputError(f"no MLflow run {run_id!r} in {tracking_uri(settings)}: was the data folder's MLflow store replaced?")
+    return dict(run.data.metrics), dict(run.data.tags)
 
 
 def _alias_version(mlc: MlflowClient, name: str, alias: str):
@@ -338,10 +356,10 @@ def train_all(
     tiers = list(tiers) if tiers else list(SERVICES)
     unknown = [t for t in tiers if t not in SERVICES]
     if unknown:
-        raise ValueError(f"unknown tier(s) {unknown}; models exist for {list(SERVICES)}")
+        raise ConfigError(f"unknown tier(s) {unknown}; models exist for {list(SERVICES)}")
     unknown = [p for p in products if p not in catalogue.products]
     if unknown:
-        raise ValueError(f"unknown product(s) {unknown}; the catalogue (models/products.yaml) has {list(catalogue.ids)}")
+        raise ConfigError(f"unknown product(s) {unknown}; the catalogue (models/products.yaml) has {list(catalogue.ids)}")
     snapshots = [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
     data_end = snapshots[-1]
 

@@ -19,6 +19,7 @@ import importlib.util
 import shutil
 import sqlite3
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,8 @@ from propensity.policy import utc_us
 from propensity.snapshots import snapshot_instant
 
 SERVICES = ("personalised", "basic")
+# How Feast serialises entity keys in the online store (also what erasure must match).
+ENTITY_KEY_VERSION = 3
 # Which services a tier's rows may be read through: a service's views must all be
 # permitted to the tier. Personalised rows may feed a basic model (POLICY.md rule 3).
 _SERVICE_ALLOWS = {"personalised": ("personalised",), "basic": ("personalised", "basic")}
@@ -86,10 +89,11 @@ class FeatureStore:
             ),
             online_store={"type": "sqlite", "path": str(settings.feast_online)},
             offline_store={"type": "duckdb"},
-            entity_key_serialization_version=3,
+            entity_key_serialization_version=ENTITY_KEY_VERSION,
             repo_path=str(settings.feature_repo),
         )
         self._fs = _FeastStore(config=config)
+        _undo_feast_warning_filters()
         self._objects = {obj.name: obj for obj in self._definitions.build(settings)}
         self._specs = {v.name: v for v in view_specs(self.policy, self.catalogue)}
         self._governance: tuple[pd.DataFrame, pd.DataFrame] | None = None
@@ -243,6 +247,14 @@ class FeatureStore:
         return out
 
 
+def _undo_feast_warning_filters() -> None:
+    """Feast adds ``simplefilter("once", DeprecationWarning)`` to the global filters on
+    import, which overrides the application's own choice; take those entries out again."""
+    warnings.filters[:] = [
+        f for f in warnings.filters if not (f[0] == "once" and f[2] in (DeprecationWarning, RuntimeWarning) and f[1] is None)
+    ]
+
+
 def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:
     """Raise if a personalised-only column holds a value in a row that was not
     personalised, or a group-company column holds a value in a row without sharing."""
@@ -270,6 +282,62 @@ def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:
 
 def feature_service_names() -> tuple[str, ...]:
     return SERVICES
+
+
+def _online_tables(con: sqlite3.Connection) -> list[str]:
+    """The online store's tables that hold entity rows (one per feature view)."""
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return [t for t in tables if "entity_key" in {r[1] for r in con.execute(f'PRAGMA table_info("{t}")')}]
+
+
+def erase_online_customers(settings: Settings, customer_ids: list[str]) -> dict[str, int]:
+    """Delete every online-store row of these customers, then VACUUM so that no free page
+    keeps them (Feast has no delete API). Returns rows removed per customer_id."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    removed = {str(c): 0 for c in customer_ids}
+    path = settings.feast_online
+    if not path.is_file() or not removed:
+        return removed
+    keys = {
+        serialize_entity_key(EntityKey(join_keys=[ENTITY], entity_values=[Value(string_val=c)]), ENTITY_KEY_VERSION): c
+        for c in removed
+    }
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            for table in _online_tables(con):
+                for key, cid in keys.items():
+                    removed[cid] += con.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', [key]).rowcount
+        if any(removed.values()):
+            con.execute("VACUUM")
+    finally:
+        con.close()
+    return removed
+
+
+def purge_online_rows(settings: Settings, before: datetime, dry_run: bool = False) -> int:
+    """Delete online-store rows whose event time is before ``before`` (then VACUUM); with
+    ``dry_run`` only count them. Feast stores event times as whole epoch seconds."""
+    path = settings.feast_online
+    if not path.is_file():
+        return 0
+    cutoff = int(before.timestamp())  # a row at cutoff - 1 µs is stored as cutoff - 1 s
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            count = 0
+            for table in _online_tables(con):
+                verb = "SELECT COUNT(*)" if dry_run else "DELETE"
+                cursor = con.execute(f'{verb} FROM "{table}" WHERE event_ts < ?', [cutoff])
+                count += cursor.fetchone()[0] if dry_run else cursor.rowcount
+        if count and not dry_run:
+            con.execute("VACUUM")
+    finally:
+        con.close()
+    return count
 
 
 def remove_online_store(settings: Settings) -> None:

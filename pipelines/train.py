@@ -1,0 +1,30 @@
+"""Scheduled job: labelled customer-snapshots → features per tier → one calibrated model
+per product × tier, logged and registered in MLflow, promoted only when it beats the
+champion on the same test window.
+
+Schedule it after `build_features` (e.g. monthly, on the 2nd, 02:00):
+    0 2 2 * *  cd /srv/propensity && .venv/bin/propensity train >> data/logs/train.log 2>&1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from propensity import contract
+from propensity.config import Settings, load_settings
+from propensity.registry import train_all
+from propensity.store import FeatureStore
+from propensity.train import TrainingResult
+
+
+def run(settings: Settings, products: Sequence[str] | None = None, tiers: Sequence[str] | None = None,
+        progress: Callable[[str], None] = print, store: FeatureStore | None = None) -> TrainingResult:
+    progress(f"validating extracts in {settings.raw_dir}")
+    raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+    store = store or FeatureStore(settings)
+    store.apply()
+    return train_all(settings, store, raw, products, tiers, progress)
+
+
+if __name__ == "__main__":
+    run(load_settings())

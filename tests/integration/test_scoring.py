@@ -1,0 +1,187 @@
+"""The scoring job end to end: real Feast, MLflow, LightGBM and DuckDB on a small bank
+with a few hand-made customers whose rows the rules decide."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from propensity import contract, score, synth, warehouse
+from propensity.cli import pipeline
+from propensity.config import load_settings
+from propensity.errors import JobLockedError, MissingInputError
+from propensity.registry import load_champion, tracking_uri
+from propensity.snapshots import snapshot_instant
+from propensity.store import FeatureStore
+from tests.bank import TinyBank
+from tests.conftest import ROOT
+
+PRODUCTS = ["mortgage", "bsu"]
+SCORE_DATE = date(2025, 8, 31)
+
+
+def hand_made() -> TinyBank:
+    bank = TinyBank()
+    bank.customer("ZHOLD", birth="1996-03-01", since="2019-01-01").agreement("ZHOLD", "mortgage", "2020-05-01")
+    bank.consent("ZHOLD", "2023-01-01T00:00:00Z")
+    bank.customer("ZOLD", birth="1970-03-01", since="2019-01-01").consent("ZOLD", "2023-01-01T00:00:00Z")
+    bank.customer("ZOBJ", birth="1990-03-01", since="2019-01-01").consent("ZOBJ", "2023-01-01T00:00:00Z")
+    bank.reservation("ZOBJ", "2025-03-10T12:00:00Z", "profiling")
+    bank.customer("ZWDR", birth="1995-03-01", since="2019-01-01").consent("ZWDR", "2023-01-01T00:00:00Z")
+    bank.consent("ZWDR", "2025-06-12T08:00:00Z", granted=False)
+    bank.customer("ZPER", birth="1995-03-01", since="2019-01-01").consent("ZPER", "2023-01-01T00:00:00Z")
+    return bank
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    data = tmp_path_factory.mktemp("scoring")
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=data)
+    bank = synth.generate_bank(2500, 20, date(2024, 1, 1), 11, 4.0, settings.policy, settings.catalogue)
+    synth.write_bank(bank, settings.raw_dir, settings.truth_dir)
+    hand_made().append_to(settings.raw_dir)
+    store = FeatureStore(settings)
+    pipeline(settings, "build_features").run(settings, progress=lambda _: None, store=store)
+    pipeline(settings, "train").run(settings, PRODUCTS, None, progress=lambda _: None, store=store)
+    run = pipeline(settings, "score").run(settings, SCORE_DATE, PRODUCTS, progress=lambda _: None, store=store)
+    return settings, store, run
+
+
+def rows_of(settings, customer: str) -> pd.DataFrame:
+    frame = score.read_partition(settings, SCORE_DATE)
+    return frame[frame["customer_id"] == customer].sort_values("product").reset_index(drop=True)
+
+
+def test_partition_has_the_documented_columns_and_one_row_per_customer_product(scored):
+    settings, _, run = scored
+    frame = score.read_partition(settings, SCORE_DATE)
+    assert list(frame.columns) == score.SCORE_COLUMNS
+    assert not frame.duplicated(["customer_id", "product"]).any()
+    assert run.rows == len(frame) > 1000
+    assert frame["probability"].between(0, 1).all()
+    assert set(frame["decile"]) == set(range(1, 11))
+
+
+def test_holder_gets_no_row_for_the_product_held(scored):
+    assert rows_of(scored[0], "ZHOLD")["product"].tolist() == ["bsu"]
+
+
+def test_ineligible_age_gets_no_row(scored):
+    assert rows_of(scored[0], "ZOLD")["product"].tolist() == ["mortgage"]  # 55: too old for BSU
+
+
+def test_objecting_customer_gets_nothing(scored):
+    assert rows_of(scored[0], "ZOBJ").empty
+
+
+def test_withdrawn_consent_is_scored_by_the_basic_model_under_legitimate_interest(scored):
+    rows = rows_of(scored[0], "ZWDR")
+    assert rows["tier"].unique().tolist() == ["basic"]
+    assert rows["legal_basis"].unique().tolist() == ["legitimate_interest"]
+    assert rows["model_name"].tolist() == ["propensity-bsu-basic", "propensity-mortgage-basic"]
+
+
+def test_personalised_customer_is_scored_under_consent(scored):
+    rows = rows_of(scored[0], "ZPER")
+    assert rows["legal_basis"].unique().tolist() == ["consent"]
+    assert rows["model_name"].tolist() == ["propensity-bsu-personalised", "propensity-mortgage-personalised"]
+
+
+def test_probabilities_equal_the_champion_loaded_from_mlflow(scored):
+    settings, store, _ = scored
+    frame = score.read_partition(settings, SCORE_DATE)
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    mlflow.set_registry_uri(tracking_uri(settings))
+    for tier in ("personalised", "basic"):
+        rows = frame[(frame["product"] == "mortgage") & (frame["tier"] == tier)].head(50)
+        entity = pd.DataFrame({"customer_id": rows["customer_id"].to_numpy(), "event_timestamp": snapshot_instant(SCORE_DATE)})
+        features = store.historical_features(entity, service=tier)[tier]
+        model = mlflow.pyfunc.load_model(f"models:/propensity-mortgage-{tier}@champion")
+        champion = load_champion(settings, "mortgage", tier)
+        expected = np.asarray(model.predict(features[champion.features])).reshape(-1)
+        np.testing.assert_allclose(rows["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_rerun_gives_identical_probabilities_and_replaces_the_partition(scored):
+    settings, store, first = scored
+    before = score.read_partition(settings, SCORE_DATE)
+    again = pipeline(settings, "score").run(settings, SCORE_DATE, PRODUCTS, progress=lambda _: None, store=store)
+    after = score.read_partition(settings, SCORE_DATE)
+    assert again.run_id != first.run_id
+    assert sorted(p.name for p in score.partition_dir(settings, SCORE_DATE).iterdir()) == ["part-0.parquet"]
+    cols = ["customer_id", "product", "probability", "rank", "decile", "tier", "model_version"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+
+
+def test_views_return_the_same_numbers_as_the_parquet_files(scored):
+    settings, _, _ = scored
+    frame = score.read_partition(settings, SCORE_DATE)
+    counts = warehouse.query(settings, "SELECT product, COUNT(*) AS n, SUM(probability) AS s FROM scores "
+                                       "WHERE score_date = DATE '2025-08-31' GROUP BY product ORDER BY product")
+    expected = frame.groupby("product").agg(n=("customer_id", "size"), s=("probability", "sum")).reset_index()
+    assert counts["n"].tolist() == expected["n"].tolist()
+    np.testing.assert_allclose(counts["s"], expected["s"])
+    wide = warehouse.query(settings, "SELECT * FROM scores_wide WHERE customer_id = 'ZPER'")
+    per = rows_of(settings, "ZPER").set_index("product")["probability"]
+    assert wide.loc[0, "mortgage"] == pytest.approx(per["mortgage"]) and wide.loc[0, "bsu"] == pytest.approx(per["bsu"])
+    runs = warehouse.query(settings, "SELECT * FROM score_runs")
+    assert len(runs) >= 1 and runs["rows"].max() == len(frame)
+
+
+def test_second_concurrent_run_is_refused_by_the_lock(scored):
+    settings, store, _ = scored
+    lock = score.run_lock(settings)
+    lock.acquire()
+    try:
+        with pytest.raises(JobLockedError, match="another scoring run holds"):
+            score.run_scoring(settings, store, load_champion, lambda d: pd.DataFrame(), SCORE_DATE, PRODUCTS)
+    finally:
+        lock.release()
+
+
+def test_missing_champion_fails_before_anything_is_written(scored):
+    settings, store, _ = scored
+    before = sorted(p.name for p in settings.scores_dir.iterdir())
+    with pytest.raises(MissingInputError, match="no champion model for propensity-car_loan-personalised"):
+        pipeline(settings, "score").run(settings, SCORE_DATE, ["car_loan"], progress=lambda _: None, store=store)
+    assert sorted(p.name for p in settings.scores_dir.iterdir()) == before
+
+
+def test_killed_run_leaves_the_previous_partition_intact(scored):
+    settings, _, _ = scored
+    before = score.read_partition(settings, SCORE_DATE)
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import pandas as pd
+        from datetime import date
+        from propensity.cli import pipeline
+        from propensity.config import load_settings
+
+        original = pd.DataFrame.to_parquet
+        def die_midway(self, path, *args, **kwargs):
+            with open(path, "wb") as fh:
+                fh.write(b"PAR1 half a file")
+            os.kill(os.getpid(), signal.SIGKILL)
+        pd.DataFrame.to_parquet = die_midway
+        settings = load_settings({str(ROOT / "conf" / "pipeline.yaml")!r}, data_dir={str(settings.data_dir)!r})
+        pipeline(settings, "score").run(settings, date(2025, 8, 31), {PRODUCTS!r}, progress=lambda _: None)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL
+    after = score.read_partition(settings, SCORE_DATE)
+    pd.testing.assert_frame_equal(before, after)
+    leftovers = [p.name for p in settings.scores_dir.iterdir() if ".staging-" in p.name]
+    assert leftovers, "the killed run should have left its staging folder behind"
+    assert warehouse.query(settings, "SELECT COUNT(*) AS n FROM scores WHERE score_date = DATE '2025-08-31'")["n"][0] == len(before)
