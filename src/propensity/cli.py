@@ -78,7 +78,7 @@ def progress(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", markup=True)
 
 
-def print_frame(frame: pd.DataFrame, title: str | None = None, floatfmt: str = "{:.4g}") -> None:
+def print_frame(frame: pd.DataFrame, title: str | None = None, floatfmt: str = "{:.4f}") -> None:
     table = Table(title=title, show_lines=False)
     for column in frame.columns:
         table.add_column(str(column), justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
@@ -413,3 +413,96 @@ def privacy_inventory(conf: ConfOption = None) -> None:
 
     s = _settings(conf)
     print_frame(inventory_frame(s), title=f"stores under {s.data_dir}")
+
+
+# ------------------------------------------------------------ reports, monitoring, reason codes
+from propensity.monitor import AUC_MARGIN  # noqa: E402  (the default of --auc-margin)
+
+report_app = typer.Typer(help="Self-contained HTML reports (aggregates only) under data/reports/.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+AucMarginOption = Annotated[
+    float,
+    typer.Option("--auc-margin", help="Warn when a model's realised AUC is more than this below its test AUC."),
+]
+
+
+@report_app.command("train")
+@handled
+def report_train(conf: ConfOption = None) -> None:
+    """Write data/reports/train.html: every champion's metrics and figures.
+
+    Per product, each champion's test metrics beside the baselines, its ROC, calibration
+    and lift by decile (re-evaluated on its test window) and its feature importance."""
+    s = _settings(conf)
+    path = pipeline(s, "report").train(s, progress)
+    progress(f"training report -> {path}")
+
+
+@report_app.command("scores")
+@handled
+def report_scores(
+    date_: Annotated[Optional[str], typer.Option("--date", help="Score date with a partition (default: the newest).")] = None,
+    auc_margin: AucMarginOption = AUC_MARGIN,
+    conf: ConfOption = None,
+) -> None:
+    """Write data/reports/scores-D.html: a score partition and its monitoring.
+
+    Customers per tier, score distributions per product and tier, the models used, and
+    monitoring (realised lift, realised vs test AUC, PSI). Aggregates only."""
+    s = _settings(conf)
+    path = pipeline(s, "report").scores(s, date.fromisoformat(date_) if date_ else None, auc_margin, progress)
+    progress(f"scores report -> {path}")
+
+
+@app.command()
+@handled
+def monitor(auc_margin: AucMarginOption = AUC_MARGIN, conf: ConfOption = None) -> None:
+    """Realised lift and AUC of past scores; PSI of scores and top features.
+
+    For score dates whose label window has closed: realised conversion and lift by decile,
+    realised AUC against test AUC (a warning when lower by more than --auc-margin). PSI
+    of scores and of the champions' top features between consecutive score dates."""
+    s = _settings(conf)
+    found = pipeline(s, "report").monitoring(s, auc_margin, None, progress)
+    if not found.deciles.empty:
+        lift = found.deciles.pivot_table(index=["score_date", "product"], columns="decile", values="lift").reset_index()
+        lift.columns = [str(c) for c in lift.columns]
+        print_frame(lift, title="realised lift by decile (1 = highest scores)", floatfmt="{:.2f}")
+    auc = found.auc.assign(version="v" + found.auc["model_version"].astype(str))
+    auc = auc[["score_date", "product", "tier", "version", "customers", "conversions", "realised_auc", "test_auc", "auc_drop", "status"]]
+    print_frame(auc.astype(object).where(auc.notna(), None), title=f"realised AUC against test AUC (margin {auc_margin:.3f})", floatfmt="{:.3f}")
+    print_frame(found.score_psi, title="score stability (PSI)", floatfmt="{:.3f}")
+    print_frame(found.feature_psi, title="feature stability (PSI of top features, newest pair of dates)", floatfmt="{:.3f}")
+    for note in found.notes:
+        progress(note)
+    for warning in found.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
+    if not found.warnings:
+        progress("no warning")
+
+
+@app.command()
+@handled
+def explain(
+    customer: Annotated[str, typer.Option("--customer", help="customer_id")],
+    product: Annotated[str, typer.Option("--product", help="Product id of the catalogue.")],
+    date_: Annotated[str, typer.Option("--date", help="Snapshot date (a month end with features, YYYY-MM-DD).")],
+    top: Annotated[int, typer.Option("--top", help="Number of reasons to print.")] = 5,
+    conf: ConfOption = None,
+) -> None:
+    """Print the top reasons behind a customer's score (permitted categories only).
+
+    The LightGBM contributions of the champion of the customer's tier at the date, by
+    feature, only from categories that tier may use. An excluded customer gets a message
+    and nothing else."""
+    s = _settings(conf)
+    found = pipeline(s, "report").explain(s, customer, product, date.fromisoformat(date_), top)
+    console.print(escape(found.message))
+    if found.reasons is None:
+        return
+    console.print(f"legal basis: {found.legal_basis}; categories the tier may use: {', '.join(found.categories)}")
+    console.print(f"probability {found.probability:.4f} (calibrated); baseline {found.bias:.3f} log-odds before contributions")
+    if found.scored:
+        console.print(escape(found.scored))
+    reasons = found.reasons.astype(object).where(found.reasons.notna(), None)
+    print_frame(reasons, title=f"top {len(reasons)} reasons (contribution in log-odds of the LightGBM score)")

@@ -337,13 +337,26 @@ def baseline_sample(train: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------ calibration
+ISOTONIC_TOP_ROWS = 100
+
+
 class IsotonicCalibrator:
-    """Isotonic regression of outcome on score, clipped outside the fitted range."""
+    """Isotonic regression of outcome on score, clipped outside the fitted range.
+
+    Isotonic regression fits a step per run of equal outcomes, so a handful of positives
+    at the very top of the validation window would become a probability of 1. The curve
+    is capped at the positive rate of the top ``ISOTONIC_TOP_ROWS`` validation rows (or
+    the top 1%, whichever is larger): still monotone, never more certain than the data.
+    """
 
     method = "isotonic"
 
     def fit(self, scores: np.ndarray, y: np.ndarray) -> "IsotonicCalibrator":
-        self.model_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, y)
+        scores = np.asarray(scores, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        top = max(ISOTONIC_TOP_ROWS, len(y) // 100)
+        cap = float(y[np.argsort(-scores, kind="stable")[:top]].mean()) if len(y) else 1.0
+        self.model_ = IsotonicRegression(y_min=0.0, y_max=max(cap, _EPS), out_of_bounds="clip").fit(scores, y)
         return self
 
     def transform(self, scores: np.ndarray) -> np.ndarray:

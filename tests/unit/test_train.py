@@ -222,3 +222,15 @@ def test_challenger_must_beat_the_champion_by_the_margin():
 def test_unscorable_champion_is_replaced_and_unscorable_challenger_is_not_promoted():
     assert promotion_decision(0.7, float("nan"), 0.002) is True
     assert promotion_decision(float("nan"), 0.7, 0.002) is False
+
+
+def test_isotonic_calibration_is_capped_at_the_rate_of_the_top_rows():
+    from propensity.train import IsotonicCalibrator
+
+    scores = np.linspace(0, 1, 1000)
+    y = np.zeros(1000)
+    y[-3:] = 1  # three positives at the very top would make isotonic predict 1.0
+    y[::100] = 1
+    calibrated = IsotonicCalibrator().fit(scores, y).transform(scores)
+    assert calibrated.max() == pytest.approx(y[-100:].mean())  # 4 positives in the top 100
+    assert np.all(np.diff(calibrated) >= 0)
