@@ -98,7 +98,7 @@ def states_as_of(
             allow_exact_matches=True,
         )
         values = np.zeros(len(left), dtype=bool)
-        values[joined["_row"].to_numpy()] = joined["active"].fillna(False).astype(bool).to_numpy()
+        values[joined["_row"].to_numpy()] = joined["active"].astype("boolean").fillna(False).to_numpy(dtype=bool)
         out[column] = values
     return out
 
