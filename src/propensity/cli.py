@@ -456,7 +456,11 @@ def report_scores(
 
 @app.command()
 @handled
-def monitor(auc_margin: AucMarginOption = AUC_MARGIN, conf: ConfOption = None) -> None:
+def monitor(
+    auc_margin: AucMarginOption = AUC_MARGIN,
+    fail_on_warning: Annotated[bool, typer.Option("--fail-on-warning", help="Exit with code 2 when there is a warning (for alerting from cron).")] = False,
+    conf: ConfOption = None,
+) -> None:
     """Realised lift and AUC of past scores; PSI of scores and top features.
 
     For score dates whose label window has closed: realised conversion and lift by decile,
@@ -479,6 +483,8 @@ def monitor(auc_margin: AucMarginOption = AUC_MARGIN, conf: ConfOption = None) -
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", markup=True, soft_wrap=True)
     if not found.warnings:
         progress("no warning")
+    elif fail_on_warning:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -504,5 +510,14 @@ def explain(
     console.print(f"probability {found.probability:.4f} (calibrated); baseline {found.bias:.3f} log-odds before contributions")
     if found.scored:
         console.print(escape(found.scored))
-    reasons = found.reasons.astype(object).where(found.reasons.notna(), None)
+    reasons = found.reasons.assign(value=[_shown(v) for v in found.reasons["value"]])
     print_frame(reasons, title=f"top {len(reasons)} reasons (contribution in log-odds of the LightGBM score)")
+
+
+def _shown(value: object) -> str:
+    """A feature value as the explain table prints it (missing: empty)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+    return str(value)

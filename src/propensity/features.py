@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Callable, Literal
 
+import hashlib
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -180,13 +181,22 @@ def snapshot_frame(days: list[date]) -> pd.DataFrame:
     )
 
 
-def create_spine(con: duckdb.DuckDBPyConnection, customers: str, intervals: pd.DataFrame, days: list[date], policy: Policy) -> dict[str, int]:
+def create_spine(
+    con: duckdb.DuckDBPyConnection,
+    customers: str,
+    intervals: pd.DataFrame,
+    days: list[date],
+    policy: Policy,
+    suppressed: frozenset[str] = frozenset(),
+) -> dict[str, int]:
     """Create the temp table ``spine``: permitted customer-snapshots with tier and sharing.
 
     Returns the number of customers per tier (``excluded`` included) at the last snapshot.
 
     ``customers`` is a FROM-expression over the raw customers table; ``intervals`` comes
-    from :func:`propensity.consent.tier_intervals`.
+    from :func:`propensity.consent.tier_intervals`. ``suppressed`` holds the sha256 hex
+    digests of erased customers (the privacy suppression register): they are not on the
+    spine at all, not even counted.
     """
     con.register("_snapshots_df", snapshot_frame(days))
     con.register("_intervals_df", intervals[["customer_id", "valid_from", "tier", "group_data_sharing"]])
@@ -199,6 +209,7 @@ def create_spine(con: duckdb.DuckDBPyConnection, customers: str, intervals: pd.D
             JOIN _snapshots_df s
               ON c.customer_since <= s.snapshot_date
              AND (c.closed_at IS NULL OR c.closed_at > s.snapshot_date)
+            WHERE {not_suppressed_sql("c.customer_id", suppressed)}
         )
         SELECT m.customer_id, m.snapshot_date, m.{TIMESTAMP}, m.t_idx,
                COALESCE(i.tier, '{policy.default_tier}') AS tier,
@@ -213,6 +224,17 @@ def create_spine(con: duckdb.DuckDBPyConnection, customers: str, intervals: pd.D
     con.unregister("_snapshots_df")
     con.unregister("_intervals_df")
     return {tier: int(counts.get(tier, 0)) for tier in ("personalised", "basic", "excluded")}
+
+
+def not_suppressed_sql(column: str, suppressed: frozenset[str]) -> str:
+    """A SQL condition true for ids whose sha256 is not in ``suppressed`` (hex digests)."""
+    if not suppressed:
+        return "true"
+    bad = [h for h in suppressed if len(h) != 64 or not set(h) <= set("0123456789abcdef")]
+    if bad:
+        raise ValueError(f"the suppression register holds values that are not sha256 hex digests: {bad[:3]}")
+    listed = ", ".join("'" + h + "'" for h in sorted(suppressed))
+    return f"sha256({column}) NOT IN ({listed})"
 
 
 def allowed_rows_sql(view: ViewSpec, policy: Policy) -> str:
@@ -508,6 +530,27 @@ TIER_INTERVALS = "tier_intervals.parquet"
 MEMBERSHIP = "membership.parquet"
 
 
+def suppression_register(settings: Settings) -> Path:
+    """The privacy suppression register: sha256 of every erased customer_id (written by
+    ``propensity.privacy``; read here so a build from unchanged extracts leaves them out)."""
+    return settings.data_dir / "privacy" / "suppressed.parquet"
+
+
+def suppressed_hashes(settings: Settings) -> frozenset[str]:
+    """The hex digests in the suppression register (empty when there is none)."""
+    path = suppression_register(settings)
+    if not path.is_file():
+        return frozenset()
+    return frozenset(pd.read_parquet(path, columns=["customer_sha256"])["customer_sha256"].astype(str))
+
+
+def _without_suppressed(frame: pd.DataFrame, suppressed: frozenset[str]) -> pd.DataFrame:
+    if not suppressed or frame.empty:
+        return frame
+    digests = frame["customer_id"].astype(str).map(lambda c: hashlib.sha256(c.encode("utf-8")).hexdigest())
+    return frame[~digests.isin(suppressed)].reset_index(drop=True)
+
+
 def data_snapshots(con: duckdb.DuckDBPyConnection, raw: Callable[[str], str]) -> list[date]:
     """Month ends the extracts cover: from the month of the first balance or transaction to
     the last month end on or before the newest one (a month still running is left out)."""
@@ -562,9 +605,10 @@ def build_offline_store(
         if not days:
             raise MissingInputError("no month end is covered by the balances and transactions extracts")
         progress(f"{len(days)} snapshots {days[0]} .. {days[-1]}")
-        consents, reservations = load_events(con, raw)
+        suppressed = suppressed_hashes(settings)
+        consents, reservations = (_without_suppressed(f, suppressed) for f in load_events(con, raw))
         intervals = tier_intervals(consents, reservations, policy)
-        tiers = create_spine(con, raw("customers"), intervals, days, policy)
+        tiers = create_spine(con, raw("customers"), intervals, days, policy, suppressed)
         rows: dict[str, int] = {}
         with staged_dir(settings.features_dir) as out:
             for view in view_specs(policy, catalogue):
@@ -578,7 +622,8 @@ def build_offline_store(
                 progress(f"  {view.name:<22} {rows[view.name]:>10,} rows  {time.perf_counter() - t0:6.1f} s")
             intervals.to_parquet(out / TIER_INTERVALS, index=False)
             con.execute(
-                f"COPY (SELECT customer_id, customer_since, closed_at FROM {raw('customers')} ORDER BY customer_id) "
+                f"COPY (SELECT customer_id, customer_since, closed_at FROM {raw('customers')} "
+                f"WHERE {not_suppressed_sql('customer_id', suppressed)} ORDER BY customer_id) "
                 f"TO {sql_literal(out / MEMBERSHIP)} (FORMAT parquet)"
             )
             manifest = {

@@ -293,14 +293,14 @@ def _online_tables(con: sqlite3.Connection) -> list[str]:
 def erase_online_customers(settings: Settings, customer_ids: list[str]) -> dict[str, int]:
     """Delete every online-store row of these customers, then VACUUM so that no free page
     keeps them (Feast has no delete API). Returns rows removed per customer_id."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
     removed = {str(c): 0 for c in customer_ids}
     path = settings.feast_online
     if not path.is_file() or not removed:
         return removed
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
     keys = {
         serialize_entity_key(EntityKey(join_keys=[ENTITY], entity_values=[Value(string_val=c)]), ENTITY_KEY_VERSION): c
         for c in removed
