@@ -1,6 +1,6 @@
 """Training end to end: synthetic bank → Feast → LightGBM → MLflow registry and aliases.
 
-One small synthetic bank (6000 customers x 20 months, the canary product and mortgage)
+One small synthetic bank (10000 customers x 20 months, the canary product and mortgage)
 is built once for the module and trained three times on the same data folder:
 
 1. a deliberately weak configuration (two-leaf stumps, two rounds): every model is the
@@ -33,7 +33,7 @@ from propensity.store import FeatureStore
 from propensity.train import dataset_fingerprint, time_split
 
 ROOT = Path(__file__).resolve().parents[2]
-CUSTOMERS, MONTHS = 6000, 20
+CUSTOMERS, MONTHS = 10000, 20
 OTHER = "mortgage"
 
 
