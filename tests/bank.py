@@ -14,16 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from propensity.schema import TABLES
+from propensity.schema import ARROW_TYPES, TABLES
 
-_ARROW = {
-    "str": pa.string(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "bool": pa.bool_(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-}
 
 
 def _ts(text: str) -> pd.Timestamp:
@@ -103,7 +95,7 @@ class TinyBank:
     def tables(self) -> dict[str, pa.Table]:
         out = {}
         for name, table in TABLES.items():
-            schema = pa.schema([pa.field(c.name, _ARROW[c.type]) for c in table.columns])
+            schema = pa.schema([pa.field(c.name, ARROW_TYPES[c.type]) for c in table.columns])
             rows = self.rows[name]
             columns = {c.name: [r[c.name] for r in rows] for c in table.columns}
             out[name] = pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in columns.items()}, schema=schema)

@@ -32,9 +32,10 @@ app = typer.Typer(
     "LightGBM models in MLflow, score tables for analysts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
-features_app = typer.Typer(help="Build and inspect the consent-gated feature store.", no_args_is_help=True)
-models_app = typer.Typer(help="Registered models and their champions.", no_args_is_help=True)
+features_app = typer.Typer(help="Build and inspect the consent-gated feature store.", no_args_is_help=True, rich_markup_mode="markdown")
+models_app = typer.Typer(help="Registered models and their champions.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 
@@ -236,8 +237,8 @@ def sql(
 
 
 # ----------------------------------------------------------------------------- campaigns
-campaign_app = typer.Typer(help="Campaign lists: build, finalise at send time, responses, uplift.", no_args_is_help=True)
-matching_app = typer.Typer(help="Hashed customer-matching audiences for social and news media.", no_args_is_help=True)
+campaign_app = typer.Typer(help="Campaign lists: build, finalise at send time, responses, uplift.", no_args_is_help=True, rich_markup_mode="markdown")
+matching_app = typer.Typer(help="Hashed customer-matching audiences for social and news media.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(matching_app, name="matching")
 
@@ -251,7 +252,7 @@ def campaign_build(
 ) -> None:
     """Build a campaign list from the newest scores at or before the send date: drop reserved,
     unconsented, excluded and over-contacted customers, hold out a control group per decile,
-    write data/campaigns/<id>/ and append the contacts to the campaign log."""
+    write `data/campaigns/<id>/` and append the contacts to the campaign log."""
     s = _settings(conf)
     built = pipeline(s, "campaign").build(s, spec.resolve(), replace, progress)
     print_frame(built.reasons[["reason", "customers"]], title=f"{built.campaign_id}: one reason per customer, first that applies")
@@ -310,7 +311,7 @@ def matching_export(
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Export instant, UTC (default: now).")] = None,
     conf: ConfOption = None,
 ) -> None:
-    """Write a hashed e-mail/phone audience (SHA-256, no clear text) to data/matching/<id>/,
+    """Write a hashed e-mail/phone audience (SHA-256, no clear text) to `data/matching/<id>/`,
     without customers who reserved against customer matching or are excluded."""
     from propensity.target import parse_instant
 
@@ -339,7 +340,7 @@ def matching_purge(
 
 
 # ------------------------------------------------------------------------------- privacy
-privacy_app = typer.Typer(help="Erasure, retention purge and access export (POLICY.md rules 7 and 8).", no_args_is_help=True)
+privacy_app = typer.Typer(help="Erasure, retention purge and access export (POLICY.md rules 7 and 8).", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(privacy_app, name="privacy")
 
 
@@ -397,7 +398,7 @@ def privacy_export(
     customer: Annotated[str, typer.Option("--customer", help="customer_id whose data to export.")],
     conf: ConfOption = None,
 ) -> None:
-    """Write everything held about a customer (JSON and HTML) to data/privacy/exports/<sha256>/."""
+    """Write everything held about a customer (JSON and HTML) to `data/privacy/exports/<sha256>/`."""
     s = _settings(conf)
     done = pipeline(s, "privacy").export(s, customer, progress)
     counts = done.document["stores"]
@@ -418,7 +419,7 @@ def privacy_inventory(conf: ConfOption = None) -> None:
 # ------------------------------------------------------------ reports, monitoring, reason codes
 from propensity.monitor import AUC_MARGIN  # noqa: E402  (the default of --auc-margin)
 
-report_app = typer.Typer(help="Self-contained HTML reports (aggregates only) under data/reports/.", no_args_is_help=True)
+report_app = typer.Typer(help="Self-contained HTML reports (aggregates only) under data/reports/.", no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(report_app, name="report")
 AucMarginOption = Annotated[
     float,

@@ -212,26 +212,43 @@ def report_html(
         ("Lift by decile", lift_figure(y_arr, arrays[calibrated])),
         ("Feature importance", importance_figure(importance)),
     ]
-    fact_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
-    metric_table = metrics.to_html(float_format=lambda v: f"{v:.4f}", border=0, na_rep="-", index=False)
-    figures = "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"/><figcaption>{html.escape(name)}</figcaption></figure>'
-        for name, data in images
+    body = "\n".join(
+        [
+            facts_table(facts),
+            "<h2>Test window metrics</h2>",
+            metrics.to_html(float_format=lambda v: f"{v:.4f}", border=0, na_rep="-", index=False),
+            "<h2>Figures</h2>",
+            "".join(figure_html(name, data) for name, data in images),
+        ]
     )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
-th, td {{ padding: 0.2em 0.8em; text-align: left; border-bottom: 1px solid #ddd; }}
-figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
-</style></head>
-<body>
-<h1>{html.escape(title)}</h1>
-<table>{fact_rows}</table>
-<h2>Test window metrics</h2>
-{metric_table}
-<h2>Figures</h2>
-{figures}
-</body></html>
+    return html_page(title, body)
+
+
+PAGE_STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1.5em; }
+th, td { padding: 0.2em 0.8em; text-align: left; border-bottom: 1px solid #ddd; }
+figure { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
+.warning { color: #a00; font-weight: bold; }
+.note { color: #555; }
 """
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (one style sheet for every report of the project)."""
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>\n'
+        f"<style>{PAGE_STYLE}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def facts_table(facts: Mapping[str, object]) -> str:
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
+    return f"<table>{rows}</table>"
+
+
+def figure_html(name: str, png_base64: str) -> str:
+    return (
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{png_base64}"/>'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+    )

@@ -40,7 +40,16 @@ import pandas as pd
 from propensity.atomic import write_bytes_atomic
 from propensity.config import Catalogue, Policy, Settings
 from propensity.errors import MissingInputError, PrivacyGuardError
-from propensity.evaluation import calibration_figure, importance_figure, lift_figure, roc_auc, roc_figure
+from propensity.evaluation import (
+    calibration_figure,
+    facts_table,
+    figure_html,
+    html_page,
+    importance_figure,
+    lift_figure,
+    roc_auc,
+    roc_figure,
+)
 from propensity.features import ENTITY, TIMESTAMP, read_manifest, view_specs
 from propensity.monitor import Monitoring
 from propensity.snapshots import month_ends, snapshot_instant
@@ -99,21 +108,10 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def figure_html(name: str, png: str) -> str:
-    """An embedded PNG (base64) with its caption."""
-    alt = html.escape(name)
-    return f'<figure><img alt="{alt}" src="data:image/png;base64,{png}"/><figcaption>{alt}</figcaption></figure>'
-
-
 def table_html(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
     if frame.empty:
         return "<p><em>none</em></p>"
     return frame.to_html(index=False, border=0, na_rep="-", float_format=lambda v: floatfmt.format(v))
-
-
-def facts_html(facts: Mapping[str, object]) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
-    return f"<table>{rows}</table>"
 
 
 def paragraph(text: str, cls: str = "") -> str:
@@ -132,22 +130,7 @@ class Section:
 def page(title: str, facts: Mapping[str, object], sections: Sequence[Section]) -> str:
     """A self-contained HTML page: title, a facts table, then the sections in order."""
     parts = "\n".join(f"<h{s.level}>{html.escape(s.title)}</h{s.level}>\n{s.body}" for s in sections)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
-th, td {{ padding: 0.2em 0.8em; text-align: left; border-bottom: 1px solid #ddd; }}
-figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
-.warning {{ color: #a00; font-weight: bold; }}
-.note {{ color: #555; }}
-</style></head>
-<body>
-<h1>{html.escape(title)}</h1>
-{facts_html(facts)}
-{parts}
-</body></html>
-"""
+    return html_page(title, f"{facts_table(facts)}\n{parts}")
 
 
 def customer_ids_in(text: str, customer_ids: Iterable[str]) -> set[str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import pyarrow as pa
+
 LogicalType = Literal["str", "date", "timestamp", "bool", "int", "float"]
 
 
@@ -211,3 +213,14 @@ TABLES: dict[str, Table] = {
 MERCHANT_CATEGORIES = ("groceries", "travel", "car", "housing", "restaurants", "electronics", "health", "other")
 TOPICS = ("mortgage", "car_loan", "consumer_loan", "credit_card", "savings", "funds", "pension", "insurance", "travel")
 CONTACT_TOPICS = ("mortgage", "interest_rate", "direct_debit", "insurance_change", "card", "complaint", "savings", "other")
+
+
+# How each logical type is stored in Parquet (what the synthetic bank writes).
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "str": pa.string(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "bool": pa.bool_(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+}

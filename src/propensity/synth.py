@@ -121,6 +121,7 @@ from propensity.schema import (
     DIGITAL_EVENT_TYPES,
     MERCHANT_CATEGORIES,
     RESPONSES,
+    ARROW_TYPES,
     TABLES,
     TOPICS,
     TRANSACTION_KINDS,
@@ -136,15 +137,6 @@ class SyntheticBank:
     tables: dict[str, pa.Table]
     truth: dict[str, pa.Table]
 
-
-ARROW_TYPES = {
-    "str": pa.string(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "bool": pa.bool_(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-}
 
 TRUTH_TABLES: dict[str, pa.Schema] = {
     "product_hazard": pa.schema(

@@ -15,18 +15,10 @@ from propensity.config import load_settings
 from propensity.contract import RawTables, locate, summary, validate
 from propensity.duck import connect
 from propensity.errors import ContractError, Violation
-from propensity.schema import TABLES
+from propensity.schema import ARROW_TYPES, TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 
-ARROW_TYPES = {
-    "str": pa.string(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "bool": pa.bool_(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-}
 
 
 def _d(text: str) -> date:

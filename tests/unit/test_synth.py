@@ -11,17 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from propensity import synth
-from propensity.schema import CONTACT_TOPICS, MERCHANT_CATEGORIES, TABLES, TOPICS
+from propensity.schema import ARROW_TYPES, CONTACT_TOPICS, MERCHANT_CATEGORIES, TABLES, TOPICS
 
 START = date(2024, 1, 1)
-ARROW = {
-    "str": pa.string(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "bool": pa.bool_(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-}
 TIME_COLUMNS = {name: t.time_column for name, t in TABLES.items() if t.time_column and "customer_id" in t.column_names}
 
 
@@ -87,7 +79,7 @@ def test_table_has_contract_columns_in_order_with_arrow_types(bank, name):
     spec = TABLES[name]
     schema = bank.tables[name].schema
     assert schema.names == list(spec.column_names)
-    assert [f.type for f in schema] == [ARROW[c.type] for c in spec.columns]
+    assert [f.type for f in schema] == [ARROW_TYPES[c.type] for c in spec.columns]
 
 
 @pytest.mark.parametrize("name", list(TABLES))
