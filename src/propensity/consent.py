@@ -28,7 +28,14 @@ def tier_intervals(consent_events: pd.DataFrame, reservation_events: pd.DataFram
     events = normalised_events(consent_events, reservation_events)
     columns = ["customer_id", "valid_from", "valid_to", "tier", "group_data_sharing", *state_columns(policy)]
     if events.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+        empty = {c: pd.Series(dtype=bool) for c in columns}
+        empty.update(
+            customer_id=pd.Series(dtype=object),
+            valid_from=pd.Series(dtype="datetime64[us, UTC]"),
+            valid_to=pd.Series(dtype="datetime64[us, UTC]"),
+            tier=pd.Series(dtype=object),
+        )
+        return pd.DataFrame(empty)[columns]
     points = events[["customer_id", "event_time"]].drop_duplicates().rename(columns={"event_time": "at"})
     firsts = points.groupby("customer_id", as_index=False)["at"].min()
     firsts["at"] = BEGINNING

@@ -52,7 +52,7 @@ ENTITY_KEY_VERSION = 3
 _SERVICE_ALLOWS = {"personalised": ("personalised",), "basic": ("personalised", "basic")}
 
 
-def _load_definitions(repo: Path):
+def load_definitions(repo: Path):
     path = repo / "definitions.py"
     if not path.is_file():
         raise MissingInputError(f"the Feast repo {repo} has no definitions.py")
@@ -78,7 +78,7 @@ class FeatureStore:
         self.policy = settings.policy
         self.catalogue = settings.catalogue
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._definitions = _load_definitions(settings.feature_repo)
+        self._definitions = load_definitions(settings.feature_repo)
         config = RepoConfig(
             project="propensity",
             provider="local",

@@ -132,3 +132,24 @@ def test_feature_report_explains_each_category(store):
     assert verdicts["transactions"].permitted is False and "personalised" in verdicts["transactions"].verdict
     assert verdicts["group_agreements"].permitted is False and "group_data_sharing" in verdicts["group_agreements"].verdict
     assert verdicts["personal"].values.set_index("feature").loc["age_years", "value"] == 38
+
+
+def test_policy_moving_employer_to_basic_changes_the_basic_feature_service(tmp_path):
+    import yaml
+
+    from propensity.store import load_definitions
+
+    document = yaml.safe_load((ROOT / "conf" / "policy.yaml").read_text())
+    document["categories"]["employer"]["tiers"] = ["personalised", "basic"]
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(document))
+    definitions = load_definitions(ROOT / "features")
+
+    def basic_views(settings):
+        service = next(o for o in definitions.build(settings) if type(o).__name__ == "FeatureService" and o.name == "basic")
+        return sorted(p.name for p in service.feature_view_projections)
+
+    default = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    moved = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path, policy_file=tmp_path / "policy.yaml")
+    assert "employer" not in basic_views(default)
+    assert basic_views(moved) == sorted([*basic_views(default), "employer"])
+    assert "transactions" not in basic_views(moved)

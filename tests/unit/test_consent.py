@@ -37,3 +37,10 @@ def test_interval_at_gives_default_state_to_customers_without_events(policy):
     found = interval_at(intervals, points, policy)
     assert found["tier"].tolist() == ["basic", "personalised", "excluded"]
     assert found["group_data_sharing"].tolist() == [False, True, False]
+
+
+def test_no_events_at_all_gives_typed_empty_intervals_and_default_tiers(policy):
+    intervals = tier_intervals(consent_frame([]), reservation_frame([]), policy)
+    assert intervals.empty and str(intervals["valid_from"].dtype) == "datetime64[us, UTC]"
+    points = pd.DataFrame({"customer_id": ["A"], "at": pd.to_datetime(["2024-02-01"], utc=True)})
+    assert interval_at(intervals, points, policy)["tier"].tolist() == ["basic"]
