@@ -129,6 +129,9 @@ def phase_raw_asof(data: str, snapshots: int, out: str) -> tuple[float, float, i
     from propensity.features import views_for_tier
     from propensity.store import FeatureStore
 
+    sys.path.insert(0, str(ROOT / "features"))
+    from definitions import SNAPSHOT_TTL
+
     s = _settings(Path(data))
     entity = _entities(s, snapshots)
     store = FeatureStore.__new__(FeatureStore)  # tiering only: no Feast object is created
@@ -143,13 +146,20 @@ def phase_raw_asof(data: str, snapshots: int, out: str) -> tuple[float, float, i
         rows["_row"] = range(len(rows))
         con.register("ent", rows)
         select, joins = ["e.*"], []
+        lo, hi = rows["event_timestamp"].min() - SNAPSHOT_TTL, rows["event_timestamp"].max()
         for i, view in enumerate(views_for_tier(service, s.policy, s.catalogue)):
             alias = f"v{i}"
-            select += [f"{alias}.{n}" for n in view.feature_names]
+            # Point in time with the views' TTL: a row older than the TTL is no match.
+            select += [
+                f"CASE WHEN {alias}.event_timestamp > e.event_timestamp - INTERVAL {SNAPSHOT_TTL.days} DAY "
+                f"THEN {alias}.{n} END AS {n}"
+                for n in view.feature_names
+            ]
             path = sql_literal(s.features_dir / f"{view.name}.parquet")
             joins.append(
-                f"ASOF LEFT JOIN read_parquet({path}) {alias} ON {alias}.customer_id = e.customer_id "
-                f"AND e.event_timestamp >= {alias}.event_timestamp"
+                f"ASOF LEFT JOIN (SELECT * FROM read_parquet({path}) WHERE event_timestamp "
+                f"BETWEEN TIMESTAMPTZ '{lo.isoformat()}' AND TIMESTAMPTZ '{hi.isoformat()}') {alias} "
+                f"ON {alias}.customer_id = e.customer_id AND e.event_timestamp >= {alias}.event_timestamp"
             )
         frame = con.execute(f"SELECT {', '.join(select)} FROM ent e {' '.join(joins)} ORDER BY e._row").df()
         frame.drop(columns="_row").to_parquet(Path(out) / f"raw_{service}.parquet")

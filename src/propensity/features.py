@@ -38,7 +38,7 @@ from propensity.config import Catalogue, Policy, Settings
 from propensity.consent import tier_intervals
 from propensity.duck import connect, sql_literal
 from propensity.errors import MissingInputError
-from propensity.schema import ACCOUNT_TYPES, CONTACT_TOPICS, MERCHANT_CATEGORIES, TOPICS
+from propensity.schema import ACCOUNT_TYPES, CONTACT_TOPICS, DIGITAL_CHANNELS, MERCHANT_CATEGORIES, TOPICS
 from propensity.snapshots import month_end, month_ends, month_index, snapshot_instant
 
 FeatureType = Literal["int", "float", "str"]
@@ -123,7 +123,8 @@ def view_specs(policy: Policy, catalogue: Catalogue) -> tuple[ViewSpec, ...]:
             "transactions",
             "transactions",
             False,
-            _f(["salary_inflow_3m_nok", "salary_inflow_12m_nok", "spend_total_1m_nok", "spend_total_3m_nok"], "float")
+            _f(["salary_inflow_1m_nok", "salary_inflow_3m_nok", "salary_inflow_12m_nok", "spend_total_1m_nok",
+                "spend_total_3m_nok", "transfers_out_1m_nok", "transfers_out_3m_nok"], "float")
             + _f([f"spend_{m}_{w}_nok" for m in MERCHANT_CATEGORIES for w in ("1m", "3m", "12m")], "float")
             + _f(["spend_trend_1m_vs_3m", "card_share_3m", "atm_withdrawals_3m_nok"], "float")
             + _f(["n_transactions_1m"], "int"),
@@ -141,6 +142,7 @@ def view_specs(policy: Policy, catalogue: Catalogue) -> tuple[ViewSpec, ...]:
             "digital_behaviour",
             False,
             _f(["logins_1m", "logins_3m", "days_since_last_login", "banner_impressions_3m"], "int")
+            + _f([f"logins_{c}_3m" for c in DIGITAL_CHANNELS], "int")
             + _f([f"page_views_{t}_{w}" for t in TOPICS for w in ("1m", "3m")], "int")
             + _f([f"banner_clicks_{t}_3m" for t in TOPICS], "int"),
             "logins, topic page views and banner clicks in the bank's apps and web",
@@ -257,9 +259,18 @@ def _monthly_windowed(allowed: str, lookback: int, source: str, aggregates: list
     snapshot month. Returns a query over (customer_id, event_timestamp, <windows>)."""
     return f"""
         WITH allowed AS ({allowed}),
+        lookbacks AS (
+            SELECT customer_id, t_idx,
+                   LAG(t_idx) OVER (PARTITION BY customer_id ORDER BY t_idx) AS previous_t_idx
+            FROM allowed
+        ),
+        -- The months some permitted snapshot looks back on, each once: a snapshot adds the
+        -- months of its window that the customer's previous permitted snapshot did not cover.
         needed AS (
-            SELECT DISTINCT a.customer_id, a.t_idx - r.k AS m_idx
-            FROM allowed a CROSS JOIN range(0, {lookback}) r(k)
+            SELECT customer_id,
+                   unnest(range(GREATEST(t_idx - {lookback - 1}, COALESCE(previous_t_idx + 1, t_idx - {lookback - 1})),
+                                t_idx + 1)) AS m_idx
+            FROM lookbacks
         ),
         src AS ({source}),
         monthly AS (
@@ -299,10 +310,14 @@ def transactions_sql(raw: Callable[[str], str], allowed: str) -> str:
         "SUM(-amount) FILTER (WHERE amount < 0 AND kind <> 'atm') AS spend",
         "SUM(-amount) FILTER (WHERE amount < 0 AND kind = 'card') AS card_spend",
         "SUM(-amount) FILTER (WHERE kind = 'atm') AS atm",
+        "SUM(-amount) FILTER (WHERE kind = 'transfer' AND amount < 0) AS transfers_out",
         "COUNT(*) AS n",
     ] + [f"SUM(-amount) FILTER (WHERE amount < 0 AND kind <> 'atm' AND mcat = '{m}') AS s_{m}" for m in MERCHANT_CATEGORIES]
     windows = [
+        f"{_sum('salary', 'w1')} AS salary_inflow_1m_nok",
         f"{_sum('salary', 'w3')} AS salary_inflow_3m_nok",
+        f"{_sum('transfers_out', 'w1')} AS transfers_out_1m_nok",
+        f"{_sum('transfers_out', 'w3')} AS transfers_out_3m_nok",
         f"{_sum('salary', 'w12')} AS salary_inflow_12m_nok",
         f"{_sum('spend', 'w1')} AS spend_total_1m_nok",
         f"{_sum('spend', 'w3')} AS spend_total_3m_nok",
@@ -321,7 +336,7 @@ def transactions_sql(raw: Callable[[str], str], allowed: str) -> str:
 
 def digital_sql(raw: Callable[[str], str], allowed: str) -> str:
     source = f"""
-        SELECT customer_id, {_month_idx('event_time')} AS m_idx, event_time, event_type, topic
+        SELECT customer_id, {_month_idx('event_time')} AS m_idx, event_time, event_type, topic, channel
         FROM {raw('digital_events')}
     """
     aggregates = [
@@ -329,6 +344,7 @@ def digital_sql(raw: Callable[[str], str], allowed: str) -> str:
         "MAX(event_time) FILTER (WHERE event_type = 'login') AS last_login",
         "COUNT(*) FILTER (WHERE event_type = 'banner_impression') AS impressions",
     ]
+    aggregates += [f"COUNT(*) FILTER (WHERE event_type = 'login' AND channel = '{c}') AS login_{c}" for c in DIGITAL_CHANNELS]
     aggregates += [f"COUNT(*) FILTER (WHERE event_type = 'page_view' AND topic = '{t}') AS pv_{t}" for t in TOPICS]
     aggregates += [f"COUNT(*) FILTER (WHERE event_type = 'banner_click' AND topic = '{t}') AS bc_{t}" for t in TOPICS]
     windows = [
@@ -337,6 +353,7 @@ def digital_sql(raw: Callable[[str], str], allowed: str) -> str:
         "CAST(MAX(last_login) OVER w12 AS TIMESTAMPTZ) AS last_login",
         f"{_sum('impressions', 'w3', 'BIGINT')} AS banner_impressions_3m",
     ]
+    windows += [f"{_sum(f'login_{c}', 'w3', 'BIGINT')} AS logins_{c}_3m" for c in DIGITAL_CHANNELS]
     for t in TOPICS:
         windows += [f"{_sum(f'pv_{t}', 'w1', 'BIGINT')} AS page_views_{t}_1m", f"{_sum(f'pv_{t}', 'w3', 'BIGINT')} AS page_views_{t}_3m"]
     windows += [f"{_sum(f'bc_{t}', 'w3', 'BIGINT')} AS banner_clicks_{t}_3m" for t in TOPICS]
