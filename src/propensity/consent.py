@@ -82,10 +82,16 @@ def interval_at(intervals: pd.DataFrame, points: pd.DataFrame, policy: Policy) -
     joined = pd.merge_asof(
         left, right, left_on="at", right_on="valid_from", by="customer_id", direction="backward"
     ).sort_values("_row")
-    defaults = default_interval_row(policy)
     missing = joined["tier"].isna().to_numpy()
-    for column, value in defaults.items():
-        joined[column] = joined[column].where(~missing, value)
+    out = {"customer_id": joined["customer_id"].to_numpy(), "at": joined["at"].array}
+    for column, value in default_interval_row(policy).items():
+        values = joined[column].to_numpy()
         if isinstance(value, bool):
-            joined[column] = joined[column].astype(bool)
-    return joined.drop(columns=["_row"]).reset_index(drop=True)
+            out[column] = np.where(missing, value, values == True)  # noqa: E712  (object array of bools and NaN)
+        else:
+            out[column] = np.where(missing, value, values)
+    rest = [c for c in joined.columns if c not in out and c != "_row"]
+    frame = pd.DataFrame(out, index=joined.index)
+    for column in rest:
+        frame[column] = joined[column]
+    return frame.reset_index(drop=True)

@@ -138,13 +138,14 @@ class FeatureStore:
         Returns customer_id, event_timestamp, tier, group_data_sharing in input order.
         """
         intervals, membership = self._governance_tables()
-        points = pd.DataFrame({ENTITY: entity_df[ENTITY].astype(str).to_numpy(), "at": utc_us(entity_df[TIMESTAMP]).to_numpy()})
+        points = pd.DataFrame({ENTITY: entity_df[ENTITY].astype(str).to_numpy(), "at": utc_us(entity_df[TIMESTAMP]).array})
         states = interval_at(intervals, points, self.policy)
         members = points[[ENTITY]].merge(membership, on=ENTITY, how="left")
-        day = points["at"].dt.date
-        since = pd.to_datetime(members["customer_since"]).dt.date
-        closed = pd.to_datetime(members["closed_at"]).dt.date
-        is_member = since.notna().to_numpy() & (since <= day).to_numpy() & (closed.isna() | (closed > day)).to_numpy()
+        # Day-level comparisons as datetime64[D] arrays (NaT compares False).
+        day = points["at"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[D]")
+        since = pd.to_datetime(members["customer_since"]).to_numpy().astype("datetime64[D]")
+        closed = pd.to_datetime(members["closed_at"]).to_numpy().astype("datetime64[D]")
+        is_member = (since <= day) & (np.isnat(closed) | (closed > day))
         tier = np.where(is_member, states["tier"].to_numpy(), "excluded")
         return pd.DataFrame(
             {
