@@ -75,6 +75,16 @@ def handled(func: Callable) -> Callable:
     return wrapper
 
 
+def parse_date(value: str | None, option: str = "--date") -> date | None:
+    """An ISO date from the command line, or a clear usage error naming the option."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date; write it as YYYY-MM-DD, e.g. 2025-06-30", param_hint=option) from None
+
+
 def progress(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", markup=True)
 
@@ -92,8 +102,8 @@ def print_frame(frame: pd.DataFrame, title: str | None = None, floatfmt: str = "
 @app.command()
 @handled
 def synth(
-    customers: Annotated[Optional[int], typer.Option(help="Number of customers (default from conf).")] = None,
-    months: Annotated[Optional[int], typer.Option(help="Number of simulated months.")] = None,
+    customers: Annotated[Optional[int], typer.Option(min=1, help="Number of customers (default from conf).")] = None,
+    months: Annotated[Optional[int], typer.Option(min=2, help="Number of simulated months.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; same seed, same bank.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Raw folder to write (default: raw_dir of conf). truth/ goes beside it.")] = None,
     conf: ConfOption = None,
@@ -102,7 +112,8 @@ def synth(
     s = _settings(conf)
     started = time.perf_counter()
     rows = pipeline(s, "synth").run(
-        s, customers or s.synth.customers, months or s.synth.months, s.seed if seed is None else seed,
+        s, s.synth.customers if customers is None else customers, s.synth.months if months is None else months,
+        s.seed if seed is None else seed,
         (out or s.raw_dir).resolve(), progress,
     )
     print_frame(pd.DataFrame({"table": list(rows), "rows": list(rows.values())}), title="synthetic bank")
@@ -149,7 +160,7 @@ def features_show(
     from propensity.store import FeatureStore, feature_report
 
     s = _settings(conf)
-    report = feature_report(FeatureStore(s), customer, date.fromisoformat(at))
+    report = feature_report(FeatureStore(s), customer, parse_date(at, "--at"))
     console.print(report.header)
     for section in report.sections:
         console.print(f"\n[bold]{section.view}[/] ({section.category}) - {section.verdict}", markup=True)
@@ -212,7 +223,7 @@ def score(
     Idempotent (a re-run replaces the partition with identical probabilities), atomic (a
     failed run leaves the previous partition), locked (one run per data folder)."""
     s = _settings(conf)
-    run = pipeline(s, "score").run(s, date.fromisoformat(date_) if date_ else None, products or None, progress)
+    run = pipeline(s, "score").run(s, parse_date(date_), products or None, progress)
     summary = pd.DataFrame({"product": list(run.mean_probability), "mean_probability": list(run.mean_probability.values())})
     print_frame(summary, title=f"scores {run.score_date} (run {run.run_id})")
     tiers = ", ".join(f"{k} {v:,}" for k, v in run.customers_by_tier.items())
@@ -381,7 +392,7 @@ def privacy_purge(
     from propensity.privacy import purge_frame
 
     s = _settings(conf)
-    items, exports = pipeline(s, "privacy").run(s, date.fromisoformat(as_of) if as_of else None, dry_run, progress)
+    items, exports = pipeline(s, "privacy").run(s, parse_date(as_of, "--as-of"), dry_run, progress)
     verb = "would delete" if dry_run else "deleted"
     if items:
         print_frame(purge_frame(items), title=f"retention purge: {verb}")
@@ -451,7 +462,7 @@ def report_scores(
     Customers per tier, score distributions per product and tier, the models used, and
     monitoring (realised lift, realised vs test AUC, PSI). Aggregates only."""
     s = _settings(conf)
-    path = pipeline(s, "report").scores(s, date.fromisoformat(date_) if date_ else None, auc_margin, progress)
+    path = pipeline(s, "report").scores(s, parse_date(date_), auc_margin, progress)
     progress(f"scores report -> {path}")
 
 
@@ -503,7 +514,7 @@ def explain(
     feature, only from categories that tier may use. An excluded customer gets a message
     and nothing else."""
     s = _settings(conf)
-    found = pipeline(s, "report").explain(s, customer, product, date.fromisoformat(date_), top)
+    found = pipeline(s, "report").explain(s, customer, product, parse_date(date_), top)
     console.print(escape(found.message))
     if found.reasons is None:
         return

@@ -234,10 +234,6 @@ class SynthSettings(_Model):
         return v
 
 
-class ScoringSettings(_Model):
-    max_feature_age_days: int = Field(default=45, gt=0)
-
-
 class Settings(BaseModel):
     """Everything a pipeline step needs to know, resolved to absolute paths."""
 
@@ -253,7 +249,6 @@ class Settings(BaseModel):
     n_jobs: int = Field(default=2, gt=0)
     seed: int = 42
     synth: SynthSettings
-    scoring: ScoringSettings = ScoringSettings()
 
     @cached_property
     def policy(self) -> Policy:

@@ -149,8 +149,7 @@ def resolve_score_date(settings: Settings, requested: date | None) -> date:
         age = (requested - newest).days
         raise MissingInputError(
             f"stale features: the newest feature snapshot is {newest}, {age} days before the score date "
-            f"{requested} (allowed: {settings.scoring.max_feature_age_days} days and only at a built month end); "
-            "load the new extracts and run `propensity features build` first"
+            f"{requested}; load the new extracts and run `propensity features build` first"
         )
     if not is_month_end(requested) or requested not in snapshots:
         raise MissingInputError(
