@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -277,13 +278,16 @@ def fit_lightgbm(
     x_valid = prepare.transform(valid)
     strings = list(pipeline.named_steps["frame"].string_features)
     model = pipeline.named_steps["model"]
-    model.fit(
-        x_train,
-        train["label"].to_numpy(),
-        eval_set=[(x_valid, valid["label"].to_numpy())],
-        categorical_feature=strings or "auto",
-        callbacks=[lightgbm.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)],
-    )
+    with warnings.catch_warnings():
+        # LightGBM 4.7 renames eval_set to eval_X/eval_y; eval_set works on every supported version.
+        warnings.filterwarnings("ignore", message=".*'eval_set' is deprecated.*")
+        model.fit(
+            x_train,
+            train["label"].to_numpy(),
+            eval_set=[(x_valid, valid["label"].to_numpy())],
+            categorical_feature=strings or "auto",
+            callbacks=[lightgbm.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)],
+        )
     return pipeline
 
 
