@@ -125,13 +125,20 @@ def main() -> None:
     parser.add_argument("--train-customers", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--data-dir", type=Path, help="Keep the data folder here (default: a temporary one).")
+    parser.add_argument("--reuse", action="store_true", help="Skip the set-up: --data-dir already holds it.")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     data = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-score-"))
-    secs = run_in_child(setup_models, str(data), args.train_customers, args.seed)
-    print(f"set-up: champions trained on {args.train_customers:,} customers x 24 months in {secs:.0f} s")
-    secs, day = run_in_child(setup_large_bank, str(data), args.customers, args.months, args.seed)
-    print(f"set-up: {args.customers:,}-customer bank and its features for {day} in {secs:.0f} s")
+    if args.reuse:
+        import json
+
+        day = json.loads((data / "features" / "manifest.json").read_text())["snapshots"][-1]
+        print(f"set-up: reusing {data} (features for {day})")
+    else:
+        secs = run_in_child(setup_models, str(data), args.train_customers, args.seed)
+        print(f"set-up: champions trained on {args.train_customers:,} customers x 24 months in {secs:.0f} s")
+        secs, day = run_in_child(setup_large_bank, str(data), args.customers, args.months, args.seed)
+        print(f"set-up: {args.customers:,}-customer bank and its features for {day} in {secs:.0f} s")
 
     total, timings, rows, tiers, peak = run_in_child(score_job, str(data), day)
     floor, floor_rows, floor_peak = run_in_child(floor_job, str(data), day)

@@ -178,7 +178,8 @@ class ChampionModel:
         # The pyfunc's own predict enforces its schema column by column, which costs ~20x
         # the model itself on large frames; the model behind it gives identical numbers
         # (tested against mlflow.pyfunc.load_model in the scoring tests).
-        out = self.calibrated_model().probability(frame[self.features].reset_index(drop=True))
+        rows = frame if list(frame.columns) == self.features else frame[self.features]
+        out = self.calibrated_model().probability(rows)
         return np.asarray(out, dtype=np.float64).ravel()
 
     def calibrated_model(self):
@@ -201,6 +202,8 @@ def load_champion(settings: Settings, product: str, tier: str) -> ChampionModel:
             f"(for product {product!r}, tier {tier!r})"
         )
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    # Trained with as few threads as its data warranted; scoring frames are larger.
+    pyfunc.unwrap_python_model().model.pipeline[-1].set_params(n_jobs=settings.n_jobs)
     run = mlc.get_run(version.run_id)
     features = pyfunc.metadata.get_input_schema().input_names()
     return ChampionModel(

@@ -64,13 +64,21 @@ def partition_dir(settings: Settings, day: date) -> Path:
 def rank_within_product(scores: pd.DataFrame) -> pd.DataFrame:
     """Add ``rank`` (1 = highest probability) and ``decile`` (1 = top tenth) per product.
 
-    Ties are broken by customer_id so the order is deterministic.
+    Ties are broken by customer_id so the order is deterministic. Sorted by product and
+    rank. One ``lexsort`` over integer codes: millions of rows in seconds.
     """
-    ordered = scores.sort_values(["product", "probability", "customer_id"], ascending=[True, False, True], kind="stable")
-    rank = ordered.groupby("product").cumcount() + 1
-    size = ordered.groupby("product")["customer_id"].transform("size")
-    ordered = ordered.assign(rank=rank.astype("int64"), decile=(np.ceil(rank * 10 / size)).astype("int64"))
-    return ordered.sort_values(["product", "rank"], kind="stable").reset_index(drop=True)
+    product_codes, _ = pd.factorize(scores["product"], sort=True)
+    customer_codes, _ = pd.factorize(scores["customer_id"], sort=True)
+    probability = scores["probability"].to_numpy(dtype="float64")
+    order = np.lexsort((customer_codes, -probability, product_codes))
+    ordered = scores.take(order).reset_index(drop=True)
+    sorted_products = product_codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_products[1:] != sorted_products[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    group_start = np.repeat(starts, sizes)
+    rank = np.arange(len(order)) - group_start + 1
+    size = np.repeat(sizes, sizes)
+    return ordered.assign(rank=rank.astype("int64"), decile=np.ceil(rank * 10 / size).astype("int64"))
 
 
 def score_frame(
@@ -94,12 +102,16 @@ def score_frame(
     for tier, frame in features.items():
         if frame.empty:
             continue
-        by_customer = frame.set_index(ENTITY)
-        tier_candidates = candidates[candidates[ENTITY].isin(by_customer.index)]
+        position = pd.Index(frame[ENTITY])
+        tier_candidates = candidates[candidates[ENTITY].isin(position)]
+        inputs: dict[tuple[str, ...], pd.DataFrame] = {}  # models of a tier share their service's columns
         for product, group in tier_candidates.groupby("product", sort=True):
             model = models[(product, tier)]
-            rows = by_customer.loc[group[ENTITY].to_numpy(), model.features]
-            probability = np.asarray(model.predict(rows.reset_index(drop=True)), dtype="float64").reshape(-1)
+            columns = tuple(model.features)
+            if columns not in inputs:
+                inputs[columns] = frame[list(columns)]
+            rows = inputs[columns].take(position.get_indexer(group[ENTITY].to_numpy()))
+            probability = np.asarray(model.predict(rows), dtype="float64").reshape(-1)
             parts.append(
                 pd.DataFrame(
                     {
