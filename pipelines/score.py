@@ -20,7 +20,7 @@ def run(settings: Settings, score_date: date | None = None, products: list[str] 
         progress: Callable[[str], None] = print, store: FeatureStore | None = None) -> score.ScoreRun:
     score.resolve_score_date(settings, score_date)  # a stale or missing snapshot fails before any work
     progress(f"validating extracts in {settings.raw_dir}")
-    raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+    raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue, tables=labels.SCORING_TABLES)
     store = store or FeatureStore(settings)
     con = connect(threads=settings.n_jobs)
     try:

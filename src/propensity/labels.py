@@ -44,6 +44,8 @@ from propensity.snapshots import add_months, snapshot_instant
 Raw = Callable[[str], str]
 
 LABEL_COLUMNS = ["customer_id", "snapshot_date", "product", "label"]
+# The raw tables labels and scoring candidates read (the scoring job validates these).
+SCORING_TABLES = ("customers", "agreements", "consent_events")
 CANDIDATE_COLUMNS = ["customer_id", "product", "group_data_sharing"]
 
 

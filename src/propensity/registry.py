@@ -182,6 +182,16 @@ class ChampionModel:
         out = self.calibrated_model().probability(rows)
         return np.asarray(out, dtype=np.float64).ravel()
 
+    def encoding_key(self) -> tuple:
+        return self.calibrated_model().encoding_key()
+
+    def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.calibrated_model().encode(frame)
+
+    def predict_encoded(self, encoded: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities from :meth:`encode`'s output (same numbers as ``predict``)."""
+        return self.calibrated_model().probability_of_encoded(encoded)
+
     def calibrated_model(self):
         """The fitted ``train.CalibratedModel`` behind the pyfunc (LightGBM pipeline and
         calibrator): feature importance and per-row contributions (reason codes)."""

@@ -53,7 +53,11 @@ class Model(Protocol):
     run_id: str
     features: list[str]
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
+    def encoding_key(self) -> tuple: ...
+
+    def encode(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+
+    def predict_encoded(self, encoded: pd.DataFrame) -> np.ndarray: ...
 
 
 def partition_dir(settings: Settings, day: date) -> Path:
@@ -104,14 +108,16 @@ def score_frame(
             continue
         position = pd.Index(frame[ENTITY])
         tier_candidates = candidates[candidates[ENTITY].isin(position)]
-        inputs: dict[tuple[str, ...], pd.DataFrame] = {}  # models of a tier share their service's columns
+        # Models of a tier read the same service columns and, fitted on the same categories,
+        # encode them identically: encode the tier's frame once per distinct encoding.
+        encoded: dict[tuple, pd.DataFrame] = {}
         for product, group in tier_candidates.groupby("product", sort=True):
             model = models[(product, tier)]
-            columns = tuple(model.features)
-            if columns not in inputs:
-                inputs[columns] = frame[list(columns)]
-            rows = inputs[columns].take(position.get_indexer(group[ENTITY].to_numpy()))
-            probability = np.asarray(model.predict(rows), dtype="float64").reshape(-1)
+            key = model.encoding_key()
+            if key not in encoded:
+                encoded[key] = model.encode(frame)
+            rows = encoded[key].take(position.get_indexer(group[ENTITY].to_numpy()))
+            probability = np.asarray(model.predict_encoded(rows), dtype="float64").reshape(-1)
             parts.append(
                 pd.DataFrame(
                     {
@@ -224,12 +230,12 @@ def run_scoring(
         candidates = candidates[candidates["product"].isin(products)]
         customers = pd.DataFrame({ENTITY: np.sort(candidates[ENTITY].unique())})
         customers[TIMESTAMP] = snapshot_instant(day)
-        tiers = store.tiers(customers)
-        by_tier = tiers["tier"].value_counts().to_dict()
+        features = store.historical_features(customers)  # excluded rows are dropped before any read
+        by_tier = {t: len(features.get(t, ())) for t in SERVED_TIERS}
+        by_tier["excluded"] = len(customers) - sum(by_tier.values())
         progress(
             "customers at {}: {}".format(day, ", ".join(f"{t} {by_tier.get(t, 0):,}" for t in (*SERVED_TIERS, "excluded")))
         )
-        features = store.historical_features(customers)  # excluded rows are dropped before any read
         timings["features_s"] = time.perf_counter() - t0
         for service, frame in features.items():
             if frame.empty:

@@ -443,6 +443,24 @@ class CalibratedModel:
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
         return self.pipeline.predict_proba(frame)[:, 1]
 
+    def encoding_key(self) -> tuple:
+        """What the fitted preprocessing depends on: models with equal keys encode a frame
+        identically, so a scoring job encodes each frame once for all of them."""
+        strings = self.pipeline.named_steps["columns"].named_transformers_.get("strings")
+        categories = tuple(tuple(str(v) for v in c) for c in strings.categories_) if strings is not None else ()
+        return (tuple(self.features), tuple(self.string_features), categories)
+
+    def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The LightGBM input for ``frame`` (every step of the pipeline but the model)."""
+        return self.pipeline[:-1].transform(frame)
+
+    def probability_of_encoded(self, encoded: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities from :meth:`encode`'s output."""
+        if len(encoded) == 0:
+            return np.empty(0, dtype=np.float64)
+        raw = self.pipeline[-1].predict_proba(encoded)[:, 1]
+        return np.asarray(self.calibrator.transform(raw), dtype=np.float64)
+
     def probability(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) == 0:
             return np.empty(0, dtype=np.float64)

@@ -417,3 +417,14 @@ def test_validate_writes_no_file(tmp_path, tables, check):
     with pytest.raises(ContractError):
         check(broken_parquet)
     assert sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*")) == before
+
+
+def test_validate_can_limit_row_checks_to_the_tables_a_job_reads(tmp_path, tables, settings):
+    frame = tables["transactions"].to_pandas()
+    frame.loc[0, "kind"] = "barter"
+    tables["transactions"] = pa.Table.from_pandas(frame, schema=tables["transactions"].schema, preserve_index=False)
+    folder = _write(tmp_path / "raw", tables)
+    with pytest.raises(ContractError, match="transactions.kind"):
+        validate(folder, settings.policy, settings.catalogue)
+    raw = validate(folder, settings.policy, settings.catalogue, tables=("customers", "agreements"))
+    assert "transactions" in raw.sources
