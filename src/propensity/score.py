@@ -75,14 +75,8 @@ def rank_within_product(scores: pd.DataFrame) -> pd.DataFrame:
     customer_codes, _ = pd.factorize(scores["customer_id"], sort=True)
     probability = scores["probability"].to_numpy(dtype="float64")
     order = np.lexsort((customer_codes, -probability, product_codes))
-    ordered = scores.take(order).reset_index(drop=True)
-    sorted_products = product_codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_products[1:] != sorted_products[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    group_start = np.repeat(starts, sizes)
-    rank = np.arange(len(order)) - group_start + 1
-    size = np.repeat(sizes, sizes)
-    return ordered.assign(rank=rank.astype("int64"), decile=np.ceil(rank * 10 / size).astype("int64"))
+    rank, decile = _rank_and_decile(product_codes[order])
+    return scores.take(order).reset_index(drop=True).assign(rank=rank, decile=decile)
 
 
 def score_frame(
@@ -102,7 +96,10 @@ def score_frame(
     columns (a customer appears under the service of their tier only). ``models``: the
     champion per (product, tier).
     """
-    parts = []
+    # Customers are coded once (sorted ids -> integer codes) so ranking sorts integers;
+    # the per-model columns are categoricals built from one small table of parts.
+    customers = pd.Index(np.sort(candidates[ENTITY].unique()))
+    ids, probabilities, part_of, meta = [], [], [], []
     for tier, frame in features.items():
         if frame.empty:
             continue
@@ -117,29 +114,62 @@ def score_frame(
             if key not in encoded:
                 encoded[key] = model.encode(frame)
             rows = encoded[key].take(position.get_indexer(group[ENTITY].to_numpy()))
-            probability = np.asarray(model.predict_encoded(rows), dtype="float64").reshape(-1)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        ENTITY: group[ENTITY].to_numpy(),
-                        "product": product,
-                        "probability": probability,
-                        "tier": tier,
-                        "legal_basis": legal_basis[tier],
-                        "model_name": model.name,
-                        "model_version": str(model.version),
-                        "mlflow_run_id": model.run_id,
-                    }
-                )
+            probabilities.append(np.asarray(model.predict_encoded(rows), dtype="float64").reshape(-1))
+            ids.append(customers.get_indexer(group[ENTITY].to_numpy()))
+            part_of.append(np.full(len(group), len(meta), dtype=np.int32))
+            meta.append(
+                {
+                    "product": product,
+                    "tier": tier,
+                    "legal_basis": legal_basis[tier],
+                    "model_name": model.name,
+                    "model_version": str(model.version),
+                    "mlflow_run_id": model.run_id,
+                }
             )
-    if not parts:
+    if not meta:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in SCORE_COLUMNS})
-    scores = rank_within_product(pd.concat(parts, ignore_index=True))
-    scores["score_date"] = score_date
-    scores["policy_version"] = policy_version
-    scores["scored_at"] = pd.Timestamp(scored_at).tz_convert("UTC")
-    scores["run_id"] = run_id
+    part = np.concatenate(part_of)
+    meta_frame = pd.DataFrame(meta)
+    products = sorted(meta_frame["product"].unique())
+    product_code = meta_frame["product"].map({p: i for i, p in enumerate(products)}).to_numpy()[part]  # sorted ids
+    customer_code = np.concatenate(ids)
+    probability = np.concatenate(probabilities)
+    order = np.lexsort((customer_code, -probability, product_code))
+    part, customer_code, probability, product_code = part[order], customer_code[order], probability[order], product_code[order]
+    rank, decile = _rank_and_decile(product_code)
+    n = len(order)
+    scores = pd.DataFrame(
+        {
+            ENTITY: customers.to_numpy()[customer_code],
+            "score_date": score_date,
+            "product": _per_part(meta_frame["product"], part),
+            "probability": probability,
+            "rank": rank,
+            "decile": decile,
+            **{c: _per_part(meta_frame[c], part) for c in ("tier", "legal_basis", "model_name", "model_version", "mlflow_run_id")},
+            "policy_version": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[policy_version]),
+            "scored_at": pd.Timestamp(scored_at).tz_convert("UTC"),
+            "run_id": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[run_id]),
+        }
+    )
     return scores[SCORE_COLUMNS]
+
+
+def _per_part(values: pd.Series, part: np.ndarray) -> pd.Categorical:
+    """A categorical column holding, for each row, the value of its part."""
+    categories = sorted(values.unique())
+    codes = values.map({v: i for i, v in enumerate(categories)}).to_numpy()[part]
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def _rank_and_decile(sorted_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank (1-based) and decile of each row of rows sorted by group, best first."""
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    sizes = np.diff(np.r_[starts, len(sorted_groups)])
+    rank = np.arange(len(sorted_groups)) - np.repeat(starts, sizes) + 1
+    decile = np.ceil(rank * 10 / np.repeat(sizes, sizes))
+    return rank.astype("int64"), decile.astype("int64")
 
 
 # --------------------------------------------------------------------------------- the job
