@@ -288,7 +288,7 @@ def run_scoring(
         with staged_dir(target) as staging:
             scores.to_parquet(staging / "part-0.parquet", index=False)
         timings["write_s"] = time.perf_counter() - t2
-        means = scores.groupby("product")["probability"].mean().round(6).to_dict() if len(scores) else {}
+        means = scores.groupby("product", observed=True)["probability"].mean().round(6).to_dict() if len(scores) else {}
         run = ScoreRun(
             run_id=run_id,
             score_date=day,
