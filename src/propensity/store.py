@@ -184,9 +184,17 @@ class FeatureStore:
         return out
 
     def _retrieve(self, rows: pd.DataFrame, service: str) -> pd.DataFrame:
-        job = self._fs.get_historical_features(entity_df=rows, features=self.service(service), full_feature_names=False)
-        result = job.to_df()
-        result = result.sort_values("_row", kind="stable").reset_index(drop=True)
+        # Feast joins the keys only; the caller's other columns are put back by row number
+        # (a narrower entity frame is a cheaper point-in-time join).
+        keys = rows[[ENTITY, TIMESTAMP, "_row"]]
+        job = self._fs.get_historical_features(entity_df=keys, features=self.service(service), full_feature_names=False)
+        fetched = job.to_df().sort_values("_row", kind="stable").reset_index(drop=True)
+        carried = rows.drop(columns=[ENTITY, TIMESTAMP]).sort_values("_row", kind="stable").reset_index(drop=True)
+        if len(fetched) == len(carried) and np.array_equal(fetched["_row"].to_numpy(), carried["_row"].to_numpy()):
+            features = fetched.drop(columns=[ENTITY, TIMESTAMP, "_row"])
+            result = pd.concat([fetched[[ENTITY, TIMESTAMP]], carried, features], axis=1)
+        else:
+            result = fetched  # the guard below refuses it
         self.guard(rows, result, service)
         return result.drop(columns="_row")
 
