@@ -16,7 +16,6 @@ breach raises ``PrivacyGuardError``; nothing is silently fixed.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sqlite3
 import sys
 import warnings
@@ -289,10 +288,6 @@ def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:
             )
 
 
-def feature_service_names() -> tuple[str, ...]:
-    return SERVICES
-
-
 def _online_tables(con: sqlite3.Connection) -> list[str]:
     """The online store's tables that hold entity rows (one per feature view)."""
     tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
@@ -347,13 +342,6 @@ def purge_online_rows(settings: Settings, before: datetime, dry_run: bool = Fals
     finally:
         con.close()
     return count
-
-
-def remove_online_store(settings: Settings) -> None:
-    """Delete the online store file (it is rebuilt by the next materialisation)."""
-    if settings.feast_online.exists():
-        settings.feast_online.unlink()
-    shutil.rmtree(settings.data_dir / ".feast", ignore_errors=True)
 
 
 # ------------------------------------------------------------------- one customer, explained
