@@ -365,6 +365,9 @@ def feature_report(store: "FeatureStore", customer_id: str, at: date) -> Feature
     """What the store holds for one customer at a snapshot, per view, and why each
     category was or was not permitted (tier, group data sharing)."""
     policy = store.policy
+    snapshots = read_manifest(store.settings)["snapshots"]
+    if at.isoformat() not in snapshots:
+        raise MissingInputError(f"no feature snapshot for {at}: features exist at month ends {snapshots[0]} .. {snapshots[-1]}")
     entity = pd.DataFrame({ENTITY: [customer_id], TIMESTAMP: [snapshot_instant(at)]})
     state = store.tiers(entity).iloc[0]
     tier, sharing = state["tier"], bool(state["group_data_sharing"])

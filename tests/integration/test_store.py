@@ -153,3 +153,10 @@ def test_policy_moving_employer_to_basic_changes_the_basic_feature_service(tmp_p
     assert "employer" not in basic_views(default)
     assert basic_views(moved) == sorted([*basic_views(default), "employer"])
     assert "transactions" not in basic_views(moved)
+
+
+def test_feature_report_refuses_a_date_that_is_not_a_snapshot(store):
+    from propensity.errors import MissingInputError
+
+    with pytest.raises(MissingInputError, match="no feature snapshot for 2024-02-15"):
+        feature_report(store, "G", date(2024, 2, 15))
