@@ -74,8 +74,7 @@ def rank_within_product(scores: pd.DataFrame) -> pd.DataFrame:
     product_codes, _ = pd.factorize(scores["product"], sort=True)
     customer_codes, _ = pd.factorize(scores["customer_id"], sort=True)
     probability = scores["probability"].to_numpy(dtype="float64")
-    order = np.lexsort((customer_codes, -probability, product_codes))
-    rank, decile = _rank_and_decile(product_codes[order])
+    order, rank, decile = _ranking(product_codes, probability, customer_codes)
     return scores.take(order).reset_index(drop=True).assign(rank=rank, decile=decile)
 
 
@@ -132,12 +131,11 @@ def score_frame(
     part = np.concatenate(part_of)
     meta_frame = pd.DataFrame(meta)
     products = sorted(meta_frame["product"].unique())
-    product_code = meta_frame["product"].map({p: i for i, p in enumerate(products)}).to_numpy()[part]  # sorted ids
+    product_code = meta_frame["product"].map({p: i for i, p in enumerate(products)}).to_numpy()[part]
     customer_code = np.concatenate(ids)
     probability = np.concatenate(probabilities)
-    order = np.lexsort((customer_code, -probability, product_code))
-    part, customer_code, probability, product_code = part[order], customer_code[order], probability[order], product_code[order]
-    rank, decile = _rank_and_decile(product_code)
+    order, rank, decile = _ranking(product_code, probability, customer_code)
+    part, customer_code, probability = part[order], customer_code[order], probability[order]
     n = len(order)
     scores = pd.DataFrame(
         {
@@ -163,13 +161,16 @@ def _per_part(values: pd.Series, part: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=categories)
 
 
-def _rank_and_decile(sorted_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rank (1-based) and decile of each row of rows sorted by group, best first."""
+def _ranking(product_code: np.ndarray, probability: np.ndarray, customer_code: np.ndarray):
+    """The row order (product, then highest probability, ties by customer) and each
+    ordered row's rank (1-based) and decile within its product."""
+    order = np.lexsort((customer_code, -probability, product_code))
+    sorted_groups = product_code[order]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     sizes = np.diff(np.r_[starts, len(sorted_groups)])
     rank = np.arange(len(sorted_groups)) - np.repeat(starts, sizes) + 1
     decile = np.ceil(rank * 10 / np.repeat(sizes, sizes))
-    return rank.astype("int64"), decile.astype("int64")
+    return order, rank.astype("int64"), decile.astype("int64")
 
 
 # --------------------------------------------------------------------------------- the job
