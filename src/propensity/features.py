@@ -632,7 +632,7 @@ def build_offline_store(
                 t0 = time.perf_counter()
                 target = out / f"{view.name}.parquet"
                 con.execute(
-                    f"COPY ({view_sql(view, raw, policy, catalogue)} ORDER BY customer_id, {TIMESTAMP}) "
+                    f"COPY ({view_sql(view, raw, policy, catalogue)} ORDER BY {TIMESTAMP}, customer_id) "
                     f"TO {sql_literal(target)} (FORMAT parquet, COMPRESSION zstd)"
                 )
                 rows[view.name] = con.execute(f"SELECT COUNT(*) FROM read_parquet({sql_literal(target)})").fetchone()[0]

@@ -185,10 +185,11 @@ class ChampionModel:
     def encoding_key(self) -> tuple:
         return self.calibrated_model().encoding_key()
 
-    def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return self.calibrated_model().encode(frame)
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model input for ``frame`` as one matrix (rows can be taken from it)."""
+        return self.calibrated_model().encode_matrix(frame)
 
-    def predict_encoded(self, encoded: pd.DataFrame) -> np.ndarray:
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Calibrated probabilities from :meth:`encode`'s output (same numbers as ``predict``)."""
         return self.calibrated_model().probability_of_encoded(encoded)
 

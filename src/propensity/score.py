@@ -55,9 +55,9 @@ class Model(Protocol):
 
     def encoding_key(self) -> tuple: ...
 
-    def encode(self, frame: pd.DataFrame) -> pd.DataFrame: ...
+    def encode(self, frame: pd.DataFrame) -> np.ndarray: ...
 
-    def predict_encoded(self, encoded: pd.DataFrame) -> np.ndarray: ...
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray: ...
 
 
 def partition_dir(settings: Settings, day: date) -> Path:
@@ -106,13 +106,13 @@ def score_frame(
         tier_candidates = candidates[candidates[ENTITY].isin(position)]
         # Models of a tier read the same service columns and, fitted on the same categories,
         # encode them identically: encode the tier's frame once per distinct encoding.
-        encoded: dict[tuple, pd.DataFrame] = {}
+        encoded: dict[tuple, np.ndarray] = {}
         for product, group in tier_candidates.groupby("product", sort=True):
             model = models[(product, tier)]
             key = model.encoding_key()
             if key not in encoded:
                 encoded[key] = model.encode(frame)
-            rows = encoded[key].take(position.get_indexer(group[ENTITY].to_numpy()))
+            rows = encoded[key].take(position.get_indexer(group[ENTITY].to_numpy()), axis=0)
             probabilities.append(np.asarray(model.predict_encoded(rows), dtype="float64").reshape(-1))
             ids.append(customers.get_indexer(group[ENTITY].to_numpy()))
             part_of.append(np.full(len(group), len(meta), dtype=np.int32))

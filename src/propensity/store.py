@@ -185,9 +185,8 @@ class FeatureStore:
     def _retrieve(self, rows: pd.DataFrame, service: str) -> pd.DataFrame:
         # Feast joins the keys only; the caller's other columns are put back by row number
         # (a narrower entity frame is a cheaper point-in-time join).
-        keys = rows[[ENTITY, TIMESTAMP, "_row"]]
-        job = self._fs.get_historical_features(entity_df=keys, features=self.service(service), full_feature_names=False)
-        fetched = job.to_df().sort_values("_row", kind="stable").reset_index(drop=True)
+        keys = rows[[ENTITY, TIMESTAMP, "_row"]].copy()
+        fetched = self._point_in_time_job(keys, service).to_df().sort_values("_row", kind="stable").reset_index(drop=True)
         carried = rows.drop(columns=[ENTITY, TIMESTAMP]).sort_values("_row", kind="stable").reset_index(drop=True)
         if len(fetched) == len(carried) and np.array_equal(fetched["_row"].to_numpy(), carried["_row"].to_numpy()):
             features = fetched.drop(columns=[ENTITY, TIMESTAMP, "_row"])
@@ -196,6 +195,46 @@ class FeatureStore:
             result = fetched  # the guard below refuses it
         self.guard(rows, result, service)
         return result.drop(columns="_row")
+
+    def _point_in_time_job(self, keys: pd.DataFrame, service: str):
+        """Feast's point-in-time join (the DuckDB offline store's own ``ibis`` plan) of a
+        service's views onto ``keys``, each view's source read only over the entity rows'
+        time range: [earliest entity timestamp - the view's TTL, latest entity timestamp].
+
+        A row outside that range can never match (the join keeps rows with
+        ``ts <= entity ts`` and ``ts + ttl >= entity ts``), so the frame is the one
+        ``feast.FeatureStore.get_historical_features`` returns; Feast's warehouse stores
+        (BigQuery, Snowflake, Spark) narrow their sources the same way, its DuckDB store
+        does not, and without it every snapshot of every view is scanned and projected.
+        """
+        import ibis
+        from feast.infra.offline_stores.ibis import get_historical_features_ibis
+
+        views = [self._fs.get_feature_view(p.name) for p in self.service(service).feature_view_projections]
+        refs = [f"{v.name}:{f.name}" for v in views for f in v.features]
+        earliest, latest = keys[TIMESTAMP].min(), keys[TIMESTAMP].max()
+        ttl = {v.batch_source.name: v.ttl or timedelta(0) for v in views}
+
+        def read_in_range(source, repo_path: str):
+            table = ibis.read_parquet(source.path)
+            ts = table[source.timestamp_field]
+            start = (earliest - ttl[source.name]).to_pydatetime()
+            return table.filter((ts >= ibis.literal(start)) & (ts <= ibis.literal(latest.to_pydatetime())))
+
+        def no_writes(*_):
+            raise NotImplementedError("retrieval jobs of the propensity store are not persisted")
+
+        return get_historical_features_ibis(
+            config=self._fs.config,
+            feature_views=views,
+            feature_refs=refs,
+            entity_df=keys,
+            registry=self._fs.registry,
+            project=self._fs.project,
+            full_feature_names=False,
+            data_source_reader=read_in_range,
+            data_source_writer=no_writes,
+        )
 
     def guard(self, rows_in: pd.DataFrame, rows_out: pd.DataFrame, service: str) -> None:
         """The output lock: row counts kept, no forbidden value present. Raises, never fixes."""

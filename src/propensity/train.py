@@ -454,11 +454,22 @@ class CalibratedModel:
         """The LightGBM input for ``frame`` (every step of the pipeline but the model)."""
         return self.pipeline[:-1].transform(frame)
 
-    def probability_of_encoded(self, encoded: pd.DataFrame) -> np.ndarray:
-        """Calibrated probabilities from :meth:`encode`'s output."""
+    def encode_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """:meth:`encode` as one C-contiguous matrix of the dtype LightGBM itself would
+        convert the encoded frame to (the result type of its columns), so rows can be
+        taken and predicted without a per-model frame conversion."""
+        encoded = self.encode(frame)
+        dtype = np.result_type(*encoded.dtypes) if encoded.shape[1] else np.float64
+        return np.ascontiguousarray(encoded.to_numpy(dtype=dtype))
+
+    def probability_of_encoded(self, encoded: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from :meth:`encode` or :meth:`encode_matrix` output:
+        the booster called directly (what ``predict_proba`` does after its input checks)."""
         if len(encoded) == 0:
             return np.empty(0, dtype=np.float64)
-        raw = self.pipeline[-1].predict_proba(encoded)[:, 1]
+        model = self.pipeline[-1]
+        matrix = encoded if isinstance(encoded, np.ndarray) else encoded.to_numpy(dtype=np.result_type(*encoded.dtypes))
+        raw = model.booster_.predict(matrix, num_threads=model.n_jobs if (model.n_jobs or 0) > 0 else 0)
         return np.asarray(self.calibrator.transform(raw), dtype=np.float64)
 
     def probability(self, frame: pd.DataFrame) -> np.ndarray:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from propensity import contract
 from propensity.config import load_settings
@@ -160,3 +161,28 @@ def test_feature_report_refuses_a_date_that_is_not_a_snapshot(store):
 
     with pytest.raises(MissingInputError, match="no feature snapshot for 2024-02-15"):
         feature_report(store, "G", date(2024, 2, 15))
+
+
+OFFSETS = [timedelta(days=-2), timedelta(days=-1), timedelta(microseconds=-1), timedelta(0), timedelta(hours=1),
+           timedelta(days=1) - timedelta(microseconds=1), timedelta(days=1), timedelta(days=3)]
+MONTH_ENDS = [date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2024, 4, 30)]
+entity_rows = st.lists(
+    st.tuples(st.sampled_from("POGN"), st.sampled_from(MONTH_ENDS), st.sampled_from(OFFSETS)), min_size=1, max_size=12
+)
+
+
+@hsettings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=entity_rows, service=st.sampled_from(["personalised", "basic"]))
+def test_range_narrowed_join_equals_feasts_own_retrieval(store, rows, service):
+    # Entity instants on, just before, inside and past each snapshot's TTL window.
+    keys = pd.DataFrame(
+        {
+            "customer_id": [c for c, _, _ in rows],
+            "event_timestamp": [snapshot_instant(d) + off for _, d, off in rows],
+            "_row": range(len(rows)),
+        }
+    )
+    ours = store._point_in_time_job(keys.copy(), service).to_df().sort_values("_row").reset_index(drop=True)
+    feast = store._fs.get_historical_features(entity_df=keys.copy(), features=store.service(service)).to_df()
+    feast = feast.sort_values("_row").reset_index(drop=True)
+    pd.testing.assert_frame_equal(ours, feast[ours.columns])
