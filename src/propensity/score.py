@@ -95,27 +95,36 @@ def score_frame(
     columns (a customer appears under the service of their tier only). ``models``: the
     champion per (product, tier).
     """
-    # Customers are coded once (sorted ids -> integer codes) so ranking sorts integers;
-    # the per-model columns are categoricals built from one small table of parts.
-    customers = pd.Index(np.sort(candidates[ENTITY].unique()))
+    # Customers and products are coded once (sorted values -> integer codes), so that
+    # selecting, taking and ranking work on integers; the per-model columns are
+    # categoricals built from one small table of parts.
+    candidate_customer, customers = pd.factorize(candidates[ENTITY], sort=True)
+    candidate_product, product_ids = pd.factorize(candidates["product"], sort=True)
+    customers = pd.Index(customers)
     ids, probabilities, part_of, meta = [], [], [], []
     for tier, frame in features.items():
         if frame.empty:
             continue
-        position = pd.Index(frame[ENTITY])
-        tier_candidates = candidates[candidates[ENTITY].isin(position)]
+        # For every candidate, its row in this tier's frame (-1: not in this tier).
+        codes = customers.get_indexer(frame[ENTITY])
+        row_of_customer = np.full(len(customers), -1, dtype=np.int64)
+        row_of_customer[codes[codes >= 0]] = np.flatnonzero(codes >= 0)
+        row_of = row_of_customer[candidate_customer]
         # Models of a tier read the same service columns and, fitted on the same categories,
         # encode them identically: encode the tier's frame once per distinct encoding.
         encoded: dict[tuple, np.ndarray] = {}
-        for product, group in tier_candidates.groupby("product", sort=True):
+        for index, product in enumerate(product_ids):
+            selected = (candidate_product == index) & (row_of >= 0)
+            if not selected.any():
+                continue
             model = models[(product, tier)]
             key = model.encoding_key()
             if key not in encoded:
                 encoded[key] = model.encode(frame)
-            rows = encoded[key].take(position.get_indexer(group[ENTITY].to_numpy()), axis=0)
+            rows = encoded[key].take(row_of[selected], axis=0)
             probabilities.append(np.asarray(model.predict_encoded(rows), dtype="float64").reshape(-1))
-            ids.append(customers.get_indexer(group[ENTITY].to_numpy()))
-            part_of.append(np.full(len(group), len(meta), dtype=np.int32))
+            ids.append(candidate_customer[selected])
+            part_of.append(np.full(len(rows), len(meta), dtype=np.int32))
             meta.append(
                 {
                     "product": product,
@@ -271,8 +280,10 @@ def run_scoring(
         for service, frame in features.items():
             if frame.empty:
                 continue
-            lagging = frame[[c for c in store.service_columns(service) if c in frame.columns]].isna().all(axis=1)
-            if lagging.all():
+            # Every customer lacks every feature exactly when every column is empty (checked
+            # column by column: the first column holding a value ends it).
+            columns = [c for c in store.service_columns(service) if c in frame.columns]
+            if all(frame[c].isna().all() for c in columns):
                 raise MissingInputError(
                     f"features for {day} are missing for every {service} customer: rebuild the feature store"
                 )

@@ -184,15 +184,21 @@ class FeatureStore:
 
     def _retrieve(self, rows: pd.DataFrame, service: str) -> pd.DataFrame:
         # Feast joins the keys only; the caller's other columns are put back by row number
-        # (a narrower entity frame is a cheaper point-in-time join).
+        # (a narrower entity frame is a cheaper point-in-time join). Ordering and adding
+        # columns happen on the Arrow table, so the frame is converted to pandas once.
+        import pyarrow as pa
+
         keys = rows[[ENTITY, TIMESTAMP, "_row"]].copy()
-        fetched = self._point_in_time_job(keys, service).to_df().sort_values("_row", kind="stable").reset_index(drop=True)
+        table = self._point_in_time_job(keys, service).to_arrow()
+        table = table.take(pa.array(np.argsort(table.column("_row").to_numpy(), kind="stable")))
         carried = rows.drop(columns=[ENTITY, TIMESTAMP]).sort_values("_row", kind="stable").reset_index(drop=True)
-        if len(fetched) == len(carried) and np.array_equal(fetched["_row"].to_numpy(), carried["_row"].to_numpy()):
-            features = fetched.drop(columns=[ENTITY, TIMESTAMP, "_row"])
-            result = pd.concat([fetched[[ENTITY, TIMESTAMP]], carried, features], axis=1)
+        if table.num_rows == len(carried) and np.array_equal(table.column("_row").to_numpy(), carried["_row"].to_numpy()):
+            names = [ENTITY, TIMESTAMP, *carried.columns, *(c for c in table.column_names if c not in (ENTITY, TIMESTAMP, "_row"))]
+            carried_arrow = pa.Table.from_pandas(carried, preserve_index=False)
+            columns = [table.column(n) if n in table.column_names else carried_arrow.column(n) for n in names]
+            result = pa.Table.from_arrays(columns, names=names).to_pandas()
         else:
-            result = fetched  # the guard below refuses it
+            result = table.to_pandas()  # the guard below refuses it
         self.guard(rows, result, service)
         return result.drop(columns="_row")
 

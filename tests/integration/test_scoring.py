@@ -185,3 +185,24 @@ def test_killed_run_leaves_the_previous_partition_intact(scored):
     leftovers = [p.name for p in settings.scores_dir.iterdir() if ".staging-" in p.name]
     assert leftovers, "the killed run should have left its staging folder behind"
     assert warehouse.query(settings, "SELECT COUNT(*) AS n FROM scores WHERE score_date = DATE '2025-08-31'")["n"][0] == len(before)
+
+
+def test_features_missing_for_the_date_fail_before_anything_is_written(scored, tmp_path):
+    import shutil
+
+    settings, _, _ = scored
+    data = tmp_path / "data"
+    shutil.copytree(settings.data_dir, data)
+    copy = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=data)
+    # The snapshot is listed in the manifest, but every view lost its rows of that date.
+    instant = snapshot_instant(SCORE_DATE)
+    for view in FeatureStore(copy).service_views("personalised") + FeatureStore(copy).service_views("basic"):
+        path = copy.features_dir / f"{view.name}.parquet"
+        frame = pd.read_parquet(path)
+        frame[frame["event_timestamp"] != instant].to_parquet(path, index=False)
+    store = FeatureStore(copy)
+    store.apply()
+    before = score.read_partition(copy, SCORE_DATE)
+    with pytest.raises(MissingInputError, match="features for 2025-08-31 are missing for every"):
+        pipeline(copy, "score").run(copy, SCORE_DATE, PRODUCTS, progress=lambda _: None, store=store)
+    pd.testing.assert_frame_equal(score.read_partition(copy, SCORE_DATE), before)

@@ -7,6 +7,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 from propensity.config import ValidationWindows
 from propensity.errors import MissingInputError
@@ -234,3 +235,55 @@ def test_isotonic_calibration_is_capped_at_the_rate_of_the_top_rows():
     calibrated = IsotonicCalibrator().fit(scores, y).transform(scores)
     assert calibrated.max() == pytest.approx(y[-100:].mean())  # 4 positives in the top 100
     assert np.all(np.diff(calibrated) >= 0)
+
+
+# ------------------------------------------------------------------ encoding for scoring
+def _fitted_calibrated_model():
+    from sklearn.isotonic import IsotonicRegression
+
+    from propensity.config import LightGBMParams
+    from propensity.train import CalibratedModel, fit_lightgbm, lightgbm_pipeline
+
+    rng = np.random.default_rng(3)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "age_years": rng.integers(18, 80, n),
+            "region": rng.choice(["Oslo", "Vest", None], n),
+            "balance_nok": rng.normal(1000, 300, n),
+            "sector": rng.choice(["finance", "health"], n),
+        }
+    )
+    frame["label"] = (rng.random(n) < 0.2 + 0.3 * (frame["region"] == "Oslo")).astype(int)
+    features, strings = ["age_years", "region", "balance_nok", "sector"], ["region", "sector"]
+    pipeline = lightgbm_pipeline(features, strings, LightGBMParams(n_estimators=20, min_child_samples=5), n_jobs=1, seed=0)
+    fit_lightgbm(pipeline, frame.iloc[:300], frame.iloc[300:], early_stopping_rounds=5)
+    calibrator = IsotonicRegression(out_of_bounds="clip").fit(pipeline.predict_proba(frame)[:, 1], frame["label"])
+    calibrator.method = "isotonic"
+    return CalibratedModel(pipeline, calibrator, features, strings)
+
+
+MODEL = None
+rows = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.integers(0, 120)),
+        st.sampled_from(["Oslo", "Vest", "Nord", None]),  # "Nord" was never seen in training
+        st.one_of(st.none(), st.floats(-1e6, 1e6)),
+        st.sampled_from(["finance", "health", "retail", None]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@hsettings(max_examples=60, deadline=None, derandomize=True)
+@given(rows=rows)
+def test_encode_matrix_equals_the_pipelines_own_encoding(rows):
+    global MODEL
+    MODEL = MODEL or _fitted_calibrated_model()
+    frame = pd.DataFrame(rows, columns=["age_years", "region", "balance_nok", "sector"]).assign(extra=1)
+    expected = MODEL.encode(frame).to_numpy()
+    matrix = MODEL.encode_matrix(frame)
+    assert matrix.dtype == expected.dtype == np.float32 and matrix.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(matrix, expected)
+    np.testing.assert_array_equal(MODEL.probability_of_encoded(matrix), MODEL.probability(frame))
