@@ -90,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
 
     table = result.table.copy()
     table["gap"] = table["oracle_auc"] - table["auc"]
+    # The oracle reads the hazards of the months after t; oracle_now only the state at t.
+    table["gap_now"] = table["oracle_now_auc"] - table["auc"]
     table["auc_ok"] = table["gap"] <= AUC_GAP_TARGET
     table["ece_ok"] = table["ece"] < ECE_TARGET
     table["beats_logistic"] = table["auc"] > table["logistic_auc"]
-    shown = table[["product", "tier", "auc", "oracle_auc", "gap", "ece", "lift", "logistic_auc", "calibration",
+    shown = table[["product", "tier", "auc", "oracle_auc", "gap", "oracle_now_auc", "gap_now", "ece", "lift", "logistic_auc", "calibration",
                    "best_iteration", "rows_train", "rows_test", "seconds", "promoted", "auc_ok", "ece_ok", "beats_logistic"]]
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 30)
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     scaled = timings["train_all"] * (TIME_TARGET_CUSTOMERS / args.customers) * (24 / max(n_models, 1))
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"AUC within {AUC_GAP_TARGET} of oracle: {int(table['auc_ok'].sum())}/{n_models} "
-          f"(median gap {table['gap'].median():.3f}, max {table['gap'].max():.3f})")
+          f"(median gap {table['gap'].median():.3f}, max {table['gap'].max():.3f}); "
+          f"within {AUC_GAP_TARGET} of the oracle at t: {int((table['gap_now'] <= AUC_GAP_TARGET).sum())}/{n_models}")
     print(f"ECE < {ECE_TARGET}: {int(table['ece_ok'].sum())}/{n_models} (median {table['ece'].median():.4f}, "
           f"max {table['ece'].max():.4f}; ratio max/target {table['ece'].max() / ECE_TARGET:.2f})")
     print(f"LightGBM beats logistic: {int(table['beats_logistic'].sum())}/{n_models} "

@@ -43,6 +43,7 @@ from propensity.train import (
     dataset_fingerprint,
     entity_frame,
     fit_product_tier,
+    oracle_now_probability,
     oracle_probability,
     promotion_decision,
     time_split,
@@ -70,7 +71,7 @@ TRUTH_FILE = "product_hazard.parquet"
 CHAMPION_COLUMNS = ["name", "product", "tier", "version", "run_id", "auc", "oracle_auc", "lift", "ece", "registered_at"]
 RESULT_COLUMNS = [
     "product", "tier", "model_name", "version", "champion_version", "promoted", "auc", "pr_auc", "oracle_auc",
-    "oracle_gap", "lift", "brier", "ece", "logistic_auc", "base_rate", "calibration", "best_iteration",
+    "oracle_gap", "oracle_now_auc", "lift", "brier", "ece", "logistic_auc", "base_rate", "calibration", "best_iteration",
     "rows_train", "rows_valid", "rows_test", "test_window", "run_id", "seconds",
 ]
 
@@ -480,6 +481,8 @@ def _log_product_tier(
         oracle = oracle_probability(test, hazard, spec.label.gap_months, spec.label.horizon_months)
         metrics["oracle_roc_auc"] = roc_auc(fitted.test_labels, oracle)
         metrics["oracle_gap"] = metrics["oracle_roc_auc"] - metrics["roc_auc"]
+        now = oracle_now_probability(test, hazard, spec.label.horizon_months)
+        metrics["oracle_now_roc_auc"] = roc_auc(fitted.test_labels, now)
     else:
         oracle = None
 
@@ -558,6 +561,7 @@ def _log_product_tier(
         "pr_auc": metrics["pr_auc"],
         "oracle_auc": metrics.get("oracle_roc_auc", np.nan),
         "oracle_gap": metrics.get("oracle_gap", np.nan),
+        "oracle_now_auc": metrics.get("oracle_now_roc_auc", np.nan),
         "lift": metrics["lift_top_decile"],
         "brier": metrics["brier"],
         "ece": metrics["ece"],

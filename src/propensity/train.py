@@ -639,6 +639,18 @@ def oracle_probability(rows: pd.DataFrame, hazard: pd.DataFrame, gap_months: int
     return 1.0 - np.exp(log_survival)
 
 
+def oracle_now_probability(rows: pd.DataFrame, hazard: pd.DataFrame, horizon_months: int) -> np.ndarray:
+    """The label probability from what holds at the snapshot only: the hazard drawn from
+    each row's state at t (``p_start`` at t) held over the whole window,
+    1 - (1 - p_start(t))^horizon. :func:`oracle_probability` also reads the hazards of the
+    months after t, which depend on how the customer's states move after t (no model can
+    know that); this one does not. Neither is reachable exactly (traits are only seen
+    through noisy data), but the difference between the two shows how much of a model's
+    gap to the oracle is the future."""
+    now = oracle_probability(rows, hazard, 0, 1)
+    return 1.0 - (1.0 - now) ** horizon_months
+
+
 def promotion_decision(challenger: float, champion: float | None, margin: float) -> bool:
     """Whether a challenger replaces the champion: always when there is none (or its
     metric cannot be computed); otherwise only if it beats it by at least ``margin``."""
@@ -654,7 +666,7 @@ class TrainingResult:
     """What a training job did: one row per product × tier (``table``) and the MLflow run.
 
     ``table`` columns: product, tier, model_name, version, champion_version, promoted,
-    auc, pr_auc, oracle_auc, oracle_gap, lift, brier, ece, logistic_auc, base_rate,
+    auc, pr_auc, oracle_auc, oracle_gap, oracle_now_auc, lift, brier, ece, logistic_auc, base_rate,
     calibration, best_iteration, rows_train, rows_valid, rows_test, test_window, run_id,
     seconds. ``skipped`` names the models that could not be trained, with the reason.
     """

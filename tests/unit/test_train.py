@@ -24,6 +24,7 @@ from propensity.train import (
     Split,
     choose_calibration,
     dataset_fingerprint,
+    oracle_now_probability,
     oracle_probability,
     promotion_decision,
     tier_dataset,
@@ -206,6 +207,8 @@ def test_oracle_combines_the_monthly_hazards_of_the_window():
     )
     assert oracle_probability(rows, hazard, 0, 3) == pytest.approx([1 - 0.9 * 0.8 * 0.7, 0.4])
     assert oracle_probability(rows, hazard, 1, 3) == pytest.approx([1 - 0.8 * 0.7 * 0.5, 0.0])
+    # At t only: the hazard of the state at t held over the window; later months unread.
+    assert oracle_now_probability(rows, hazard, 3) == pytest.approx([1 - 0.9**3, 1 - 0.6**3])
 
 
 # ----------------------------------------------------------------------- gate
