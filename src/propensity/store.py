@@ -219,13 +219,16 @@ class FeatureStore:
         views = [self._fs.get_feature_view(p.name) for p in self.service(service).feature_view_projections]
         refs = [f"{v.name}:{f.name}" for v in views for f in v.features]
         earliest, latest = keys[TIMESTAMP].min(), keys[TIMESTAMP].max()
-        ttl = {v.batch_source.name: v.ttl or timedelta(0) for v in views}
+        # A view without a TTL (None or zero) looks back without limit: no lower bound then.
+        ttl = {v.batch_source.name: v.ttl for v in views}
 
         def read_in_range(source, repo_path: str):
             table = ibis.read_parquet(source.path)
             ts = table[source.timestamp_field]
-            start = (earliest - ttl[source.name]).to_pydatetime()
-            return table.filter((ts >= ibis.literal(start)) & (ts <= ibis.literal(latest.to_pydatetime())))
+            in_range = ts <= ibis.literal(latest.to_pydatetime())
+            if ttl[source.name]:
+                in_range &= ts >= ibis.literal((earliest - ttl[source.name]).to_pydatetime())
+            return table.filter(in_range)
 
         def no_writes(*_):
             raise NotImplementedError("retrieval jobs of the propensity store are not persisted")
