@@ -35,6 +35,7 @@ from propensity.errors import ConfigError, MissingInputError
 from propensity.evaluation import report_html, roc_auc
 from propensity.features import read_manifest
 from propensity.labels import label_frame, labelled_snapshots
+from propensity.snapshots import add_months
 from propensity.store import SERVICES, FeatureStore
 from propensity.train import (
     FittedProductTier,
@@ -324,7 +325,9 @@ def _resolve_head(git_dir: Path) -> str:
 
 
 # ------------------------------------------------------------------------ the job
-def _read_hazard(settings: Settings, product: str, dates: Sequence[date]) -> pd.DataFrame | None:
+def _read_hazard(settings: Settings, product: str, dates: Sequence[date], months_after: int) -> pd.DataFrame | None:
+    """The synthetic truth's hazards of ``product`` from the first of ``dates`` to
+    ``months_after`` months past the last (a label window reads the months after t)."""
     path = settings.truth_dir / TRUTH_FILE
     if not path.is_file():
         return None
@@ -333,7 +336,7 @@ def _read_hazard(settings: Settings, product: str, dates: Sequence[date]) -> pd.
         return con.execute(
             f"SELECT customer_id, snapshot_date, p_start FROM read_parquet({sql_literal(path)}) "
             f"WHERE product = ? AND snapshot_date BETWEEN ? AND ?",
-            [product, min(dates), max(dates)],
+            [product, min(dates), add_months(max(dates), months_after)],
         ).df()
     finally:
         con.close()
@@ -476,7 +479,7 @@ def _log_product_tier(
     test = data[data["split"] == "test"]
     metrics = dict(fitted.metrics)
 
-    hazard = _read_hazard(settings, product, split.test)
+    hazard = _read_hazard(settings, product, split.test, spec.label.gap_months + spec.label.horizon_months - 1)
     if hazard is not None:
         oracle = oracle_probability(test, hazard, spec.label.gap_months, spec.label.horizon_months)
         metrics["oracle_roc_auc"] = roc_auc(fitted.test_labels, oracle)

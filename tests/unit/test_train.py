@@ -290,3 +290,20 @@ def test_encode_matrix_equals_the_pipelines_own_encoding(rows):
     assert matrix.dtype == expected.dtype == np.float32 and matrix.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(matrix, expected)
     np.testing.assert_array_equal(MODEL.probability_of_encoded(matrix), MODEL.probability(frame))
+
+
+def test_oracle_reads_the_hazards_of_every_month_of_the_last_test_rows_window(tmp_path):
+    from propensity.config import load_settings
+    from propensity.registry import TRUTH_FILE, _read_hazard
+    from tests.conftest import ROOT
+
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    months = [date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2024, 4, 30), date(2024, 5, 31)]
+    settings.truth_dir.mkdir(parents=True)
+    pd.DataFrame(
+        {"customer_id": "a", "snapshot_date": months, "product": "mortgage", "p_start": [0.1, 0.2, 0.3, 0.4, 0.5]}
+    ).to_parquet(settings.truth_dir / TRUTH_FILE)
+    test_window = months[:2]
+    hazard = _read_hazard(settings, "mortgage", test_window, months_after=2)  # gap 0, horizon 3
+    rows = pd.DataFrame({"customer_id": ["a"], "snapshot_date": [months[1]]})
+    assert oracle_probability(rows, hazard, 0, 3) == pytest.approx([1 - 0.8 * 0.7 * 0.6])
