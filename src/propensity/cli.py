@@ -160,7 +160,8 @@ def features_show(
     from propensity.store import FeatureStore, feature_report
 
     s = _settings(conf)
-    report = feature_report(FeatureStore(s), customer, parse_date(at, "--at"))
+    day = parse_date(at, "--at")  # before the store is opened: a typo costs nothing
+    report = feature_report(FeatureStore(s), customer, day)
     console.print(report.header)
     for section in report.sections:
         console.print(f"\n[bold]{section.view}[/] ({section.category}) - {section.verdict}", markup=True)

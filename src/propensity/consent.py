@@ -102,24 +102,23 @@ def interval_at(intervals: pd.DataFrame, points: pd.DataFrame, policy: Policy) -
         con.close()
     found = np.asarray(found, dtype=np.int64)
     missing = found < 0
-    take = np.where(missing, 0, found)
-    out: dict[str, object] = {"customer_id": left["customer_id"].to_numpy(), "at": at.array}
+    source = intervals.drop(columns="customer_id").reset_index(drop=True)
+    state = (source.take(np.where(missing, 0, found)) if len(source) else source.reindex(range(len(found))))
+    state = state.reset_index(drop=True)
+    # A point without an interval: the default state, and no validity period.
     defaults = default_interval_row(policy)
-    for column in intervals.columns:
-        if column in out:
-            continue
-        values = intervals[column]
+    for column in state.columns:
         if column in defaults:
-            default = defaults[column]
-            held = values.to_numpy(dtype=bool) if isinstance(default, bool) else values.to_numpy(dtype=object)
-            out[column] = np.where(missing, default, held[take]) if len(intervals) else np.full(len(left), default)
+            filled = state[column].where(~missing, defaults[column])
+            state[column] = filled.astype(bool) if isinstance(defaults[column], bool) else filled
         else:
-            taken = values.take(take) if len(intervals) else pd.Series([None] * len(left), dtype=values.dtype)
-            out[column] = taken.where(~missing).array if len(intervals) else taken.array
+            state[column] = state[column].where(~missing)
     for column, default in defaults.items():
-        if column not in out:
-            out[column] = np.full(len(left), default, dtype=bool if isinstance(default, bool) else object)
-    return pd.DataFrame(out)
+        if column not in state.columns:
+            state[column] = np.full(len(state), default, dtype=bool if isinstance(default, bool) else object)
+    state.insert(0, "at", at.array)
+    state.insert(0, "customer_id", left["customer_id"].to_numpy())
+    return state
 
 
 def _naive_utc(values: pd.Series) -> np.ndarray:

@@ -44,6 +44,7 @@ from propensity.atomic import clear_stale_staging, staged_dir
 from propensity.config import Policy, Settings
 from propensity.errors import PropensityError
 from propensity.policy import reservation_column
+from propensity.target import not_a_customer
 
 MATCHING_REASONS = ("not_a_customer", "excluded", "customer_matching_reserved", "no_contact_details", "exported")
 # Norwegian national numbers have eight digits; a bank in another numbering plan changes this.
@@ -112,10 +113,8 @@ def matching_decisions(audience: pd.DataFrame, customers: pd.DataFrame, states: 
     ids = pd.Index(audience["customer_id"].astype(str), name="customer_id")
     cust = customers.drop_duplicates("customer_id").set_index("customer_id").reindex(ids)
     st = states.drop_duplicates("customer_id").set_index("customer_id").reindex(ids)
-    since, closed = pd.to_datetime(cust["customer_since"]), pd.to_datetime(cust["closed_at"])
-    on = pd.Timestamp(day)
     masks = [
-        (since.isna() | (since > on) | (closed.notna() & (closed <= on))).to_numpy(dtype=bool),
+        not_a_customer(cust, day).to_numpy(dtype=bool),
         st["tier"].eq("excluded").to_numpy(dtype=bool),
         st[reservation_column(policy.customer_matching.blocked_by_reservation)].astype(bool).to_numpy(),
     ]

@@ -198,12 +198,12 @@ def realised_by_decile(outcomes: pd.DataFrame) -> pd.DataFrame:
     if outcomes.empty:
         return pd.DataFrame(columns=DECILE_COLUMNS)
     table = (
-        outcomes.groupby(["score_date", "product", "decile"], sort=True)
+        outcomes.groupby(["score_date", "product", "decile"], sort=True, observed=True)
         .agg(customers=("label", "size"), conversions=("label", "sum"), mean_probability=("probability", "mean"))
         .reset_index()
     )
     table["conversion_rate"] = table["conversions"] / table["customers"]
-    totals = table.groupby(["score_date", "product"])[["customers", "conversions"]].transform("sum")
+    totals = table.groupby(["score_date", "product"], observed=True)[["customers", "conversions"]].transform("sum")
     overall = totals["conversions"] / totals["customers"]
     table["lift"] = (table["conversion_rate"] / overall.where(overall > 0)).astype(np.float64)
     table["conversions"] = table["conversions"].astype(np.int64)
@@ -218,7 +218,7 @@ def realised_auc(outcomes: pd.DataFrame) -> pd.DataFrame:
 
     keys = ["score_date", "product", "tier", "model_name", "model_version", "mlflow_run_id"]
     rows = []
-    for key, group in outcomes.groupby(keys, sort=True):
+    for key, group in outcomes.groupby(keys, sort=True, observed=True):
         y = group["label"].to_numpy(dtype=np.float64)
         p = group["probability"].to_numpy(dtype=np.float64)
         rows.append(

@@ -381,7 +381,7 @@ def train_report_html(
 # ======================================================================== scores report
 def tier_counts(scores: pd.DataFrame, excluded: int | None, legal_basis: Mapping[str, str]) -> pd.DataFrame:
     """Customers per tier in a partition (and the excluded count of its run, when known)."""
-    counts = scores.groupby("tier")["customer_id"].nunique()
+    counts = scores.groupby("tier", observed=True)["customer_id"].nunique()
     rows = [{"tier": t, "customers": int(counts.get(t, 0)), "legal basis": legal_basis.get(t, "-")}
             for t in ("personalised", "basic")]
     if excluded is not None:
@@ -394,13 +394,13 @@ def tier_counts(scores: pd.DataFrame, excluded: int | None, legal_basis: Mapping
 def models_used(scores: pd.DataFrame) -> pd.DataFrame:
     """Per product and tier: the model (name, version, MLflow run) and its rows."""
     keys = ["product", "tier", "model_name", "model_version", "mlflow_run_id"]
-    table = scores.groupby(keys).agg(rows=("probability", "size"), mean_probability=("probability", "mean")).reset_index()
+    table = scores.groupby(keys, observed=True).agg(rows=("probability", "size"), mean_probability=("probability", "mean")).reset_index()
     return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def score_quantiles(scores: pd.DataFrame) -> pd.DataFrame:
     """Per product and tier: rows, mean, median, 90th and 99th percentile and maximum."""
-    grouped = scores.groupby(["product", "tier"])["probability"]
+    grouped = scores.groupby(["product", "tier"], observed=True)["probability"]
     table = grouped.agg(rows="size", mean="mean", median="median", maximum="max")
     table["p90"] = grouped.quantile(0.9)
     table["p99"] = grouped.quantile(0.99)
@@ -421,7 +421,7 @@ def score_distribution_figure(scores: pd.DataFrame, product: str) -> str:
     figure, ax = _figure()
     top = float(rows["probability"].max()) if len(rows) else 1.0
     bins = np.linspace(0.0, max(top, 1e-6), HISTOGRAM_BINS + 1)
-    for tier, group in rows.groupby("tier", sort=True):
+    for tier, group in rows.groupby("tier", sort=True, observed=True):
         ax.hist(group["probability"], bins=bins, histtype="step", linewidth=1.5, label=f"{tier} ({len(group):,})")
     ax.set_yscale("log")  # propensities are skewed: a linear axis hides the top of the list
     ax.set_xlabel("probability")
@@ -434,7 +434,7 @@ def score_distribution_figure(scores: pd.DataFrame, product: str) -> str:
 def realised_lift_figure(deciles: pd.DataFrame, product: str) -> str:
     """Realised lift by decile for one product, a line per score date."""
     figure, ax = _figure()
-    for day, group in deciles[deciles["product"] == product].groupby("score_date", sort=True):
+    for day, group in deciles[deciles["product"] == product].groupby("score_date", sort=True, observed=True):
         ax.plot(group["decile"], group["lift"], marker="o", label=str(day))
     ax.axhline(1.0, linestyle=":", color="grey")
     ax.set_xticks(range(1, 11))

@@ -216,8 +216,9 @@ class FeatureStore:
         import ibis
         from feast.infra.offline_stores.ibis import get_historical_features_ibis
 
-        views = [self._fs.get_feature_view(p.name) for p in self.service(service).feature_view_projections]
-        refs = [f"{v.name}:{f.name}" for v in views for f in v.features]
+        projections = self.service(service).feature_view_projections
+        views = [self._fs.get_feature_view(p.name) for p in projections]
+        refs = [f"{p.name_to_use()}:{f.name}" for p in projections for f in p.features]  # what the service selects
         earliest, latest = keys[TIMESTAMP].min(), keys[TIMESTAMP].max()
         # A view without a TTL (None or zero) looks back without limit: no lower bound then.
         ttl = {v.batch_source.name: v.ttl for v in views}

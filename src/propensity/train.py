@@ -496,13 +496,12 @@ class CalibratedModel:
             j += len(names)
         return out
 
-    def probability_of_encoded(self, encoded: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Calibrated probabilities from :meth:`encode` or :meth:`encode_matrix` output:
-        the booster called directly (what ``predict_proba`` does after its input checks)."""
-        if len(encoded) == 0:
+    def probability_of_encoded(self, matrix: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from :meth:`encode_matrix` output: the booster called
+        directly (what ``predict_proba`` does after its input checks)."""
+        if len(matrix) == 0:
             return np.empty(0, dtype=np.float64)
         model = self.pipeline[-1]
-        matrix = encoded if isinstance(encoded, np.ndarray) else encoded.to_numpy(dtype=np.result_type(*encoded.dtypes))
         raw = model.booster_.predict(matrix, num_threads=model.n_jobs if (model.n_jobs or 0) > 0 else 0)
         return np.asarray(self.calibrator.transform(raw), dtype=np.float64)
 
