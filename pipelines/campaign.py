@@ -38,7 +38,8 @@ def build(settings: Settings, spec_path: Path, replace: bool = False,
             consents, reservations = target.read_governance_events(con, raw.relation, ids, spec.send_at)
             states = target.states_at(consents, reservations, ids, spec.send_at, settings.policy)
             # Contact history and the log are read only for customers the send-time rules keep.
-            in_play = ids[target.send_time_reasons(ids, customers, states, channel, settings.policy, spec.send_date).eq("")]
+            reasons = target.send_time_reasons(ids, audience["tier"], customers, states, channel, settings.policy, spec.send_date)
+            in_play = ids[reasons.eq("")]
             complaints = target.read_complaints(con, raw.relation, in_play, spec)
             contacts = target.read_contacts(con, raw.relation, settings, in_play, spec)
         finally:

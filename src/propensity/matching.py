@@ -1,7 +1,8 @@
 """Customer matching: hashed contact lists for social and news media (POLICY rule 6).
 
 An export holds only customers who, at the export instant, are customers, are not
-``excluded`` and have no ``customer_matching`` reservation (the reservation named by
+``excluded``, were not scored by the personalised model while no longer personalised
+(``consent_withdrawn``) and have no ``customer_matching`` reservation (the reservation named by
 ``policy.customer_matching.blocked_by_reservation``; a channel or ``all_channels``
 reservation does not block matching, the policy names only that one). Only the policy's
 ``customer_matching.fields`` (e-mail and phone) leave the bank, each normalised and hashed
@@ -44,9 +45,9 @@ from propensity.atomic import clear_stale_staging, staged_dir
 from propensity.config import Policy, Settings
 from propensity.errors import PropensityError
 from propensity.policy import reservation_column
-from propensity.target import not_a_customer
+from propensity.target import consent_withdrawn_since_scoring, not_a_customer
 
-MATCHING_REASONS = ("not_a_customer", "excluded", "customer_matching_reserved", "no_contact_details", "exported")
+MATCHING_REASONS = ("not_a_customer", "excluded", "consent_withdrawn", "customer_matching_reserved", "no_contact_details", "exported")
 # Norwegian national numbers have eight digits; a bank in another numbering plan changes this.
 NATIONAL_DIGITS = 8
 E164 = r"\+[1-9]\d{6,14}"
@@ -116,9 +117,10 @@ def matching_decisions(audience: pd.DataFrame, customers: pd.DataFrame, states: 
     masks = [
         not_a_customer(cust, day).to_numpy(dtype=bool),
         st["tier"].eq("excluded").to_numpy(dtype=bool),
+        consent_withdrawn_since_scoring(audience["tier"], st["tier"]).to_numpy(dtype=bool),
         st[reservation_column(policy.customer_matching.blocked_by_reservation)].astype(bool).to_numpy(),
     ]
-    reason = pd.Series(np.select(masks, list(MATCHING_REASONS[:3]), default=""), index=ids, dtype=object)
+    reason = pd.Series(np.select(masks, list(MATCHING_REASONS[:4]), default=""), index=ids, dtype=object)
     open_ = reason.eq("")
     identifiers = hashed_identifiers(cust.loc[open_.to_numpy()].reset_index(), policy).set_index("customer_id")
     columns = [hash_column(f, policy) for f in policy.customer_matching.fields]

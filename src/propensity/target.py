@@ -12,6 +12,9 @@ The flow of ``propensity campaign build SPEC`` (``pipelines/campaign.py``):
 
    ``not_a_customer``          not a customer on the send date (POLICY rule 4)
    ``excluded``                tier ``excluded`` at the send instant (profiling objection)
+   ``consent_withdrawn``       scored by the personalised model (transactions, employer) but
+                               no longer personalised at the send instant: that score may
+                               not be used once the consent behind it is withdrawn
    ``reserved_channel``        the channel's reservation or ``all_channels`` placed at send
    ``no_email_sms_consent``    e-mail/SMS about a product not held, without the consent
    ``contact_policy``          over the contact cap, in the product's cool-down, or a
@@ -35,7 +38,7 @@ Files under ``<data>/campaigns/`` (each holds customer ids; the privacy code era
 ``<campaign_id>/list.parquet``, ``list.csv``  the send file: customer_id and only the
                                               fields the channel needs (:data:`CHANNEL_FIELDS`)
 ``<campaign_id>/members.parquet``             customer_id, arm (treated|control), decile,
-                                              rank, probability: who is on the list and who
+                                              rank, probability, tier (of the score): who is on the list and who
                                               is held out (evaluation joins it)
 ``<campaign_id>/reasons.csv``, ``reasons.json`` counts per stage and reason (no ids)
 ``<campaign_id>/manifest.json``               spec, score partition, counts, status (no ids)
@@ -103,6 +106,7 @@ from propensity.score import read_partition, score_dates
 REASONS = (
     "not_a_customer",
     "excluded",
+    "consent_withdrawn",
     "reserved_channel",
     "no_email_sms_consent",
     "contact_policy",
@@ -111,7 +115,7 @@ REASONS = (
     "selected",
 )
 # The rules that finalise applies again at send time, in the same order as at build.
-SEND_TIME_REASONS = REASONS[:4]
+SEND_TIME_REASONS = REASONS[:5]
 CONTACT_RULES = ("contact_cap", "cooldown", "recent_complaint")
 
 # The contact fields a send file carries per channel; a channel not listed needs none
@@ -146,7 +150,7 @@ LOG_SCHEMA = pa.schema(
     ]
 )
 LOG_COLUMNS = LOG_SCHEMA.names
-MEMBER_COLUMNS = ["customer_id", "arm", "decile", "rank", "probability"]
+MEMBER_COLUMNS = ["customer_id", "arm", "decile", "rank", "probability", "tier"]
 RESPONSE_COLUMNS = ("campaign_id", "customer_id", "response", "responded_at")
 EXAMPLE_ROWS = 5
 Raw = Callable[[str], str]  # a table name -> its DuckDB FROM-expression (RawTables.relation)
@@ -362,8 +366,8 @@ def campaign_audience(scores: pd.DataFrame, spec: CampaignSpec) -> pd.DataFrame:
         keep = rows["probability"] >= rule.min_probability
     else:
         keep = rows["decile"] <= rule.top_deciles
-    out = rows.loc[keep, ["customer_id", "probability", "rank", "decile"]]
-    out = out.astype({"customer_id": str, "probability": "float64", "rank": "int64", "decile": "int64"})
+    out = rows.loc[keep, ["customer_id", "probability", "rank", "decile", "tier"]]
+    out = out.astype({"customer_id": str, "probability": "float64", "rank": "int64", "decile": "int64", "tier": str})
     return out.sort_values("rank", kind="stable").reset_index(drop=True)
 
 
@@ -406,12 +410,28 @@ def missing_contact_details(customers: pd.DataFrame, channel: str) -> pd.Series:
     return missing
 
 
+def consent_withdrawn_since_scoring(scored_tiers: pd.Series, tiers_now: pd.Series) -> pd.Series:
+    """True where the score came from the personalised model (built on consent-only data)
+    and the customer is no longer personalised: the score may not be used any more.
+    Returned on ``tiers_now``'s index; ``scored_tiers`` is aligned by position."""
+    scored = pd.Series(np.asarray(scored_tiers, dtype=object), index=tiers_now.index)
+    return scored.eq("personalised") & tiers_now.ne("personalised")
+
+
 def send_time_reasons(
-    customer_ids: pd.Series, customers: pd.DataFrame, states: pd.DataFrame, channel: str, policy: Policy, day: date
+    customer_ids: pd.Series,
+    scored_tiers: pd.Series,
+    customers: pd.DataFrame,
+    states: pd.DataFrame,
+    channel: str,
+    policy: Policy,
+    day: date,
 ) -> pd.Series:
     """The first of :data:`SEND_TIME_REASONS` that applies to each customer ("" for none).
 
-    ``customers``: the raw customers rows; ``states``: ``tiers_as_of`` at the send instant.
+    ``scored_tiers``: the tier each customer was scored in (row-aligned with
+    ``customer_ids``); ``customers``: the raw customers rows; ``states``: ``tiers_as_of``
+    at the send instant.
     Every scored product is a product the customer does not hold: the score table holds
     only non-holders (DESIGN, Scoring), so the consent rule applies to every row.
     """
@@ -422,6 +442,7 @@ def send_time_reasons(
     masks = [
         not_a_customer(cust, day),
         st["tier"].eq("excluded"),
+        consent_withdrawn_since_scoring(scored_tiers, st["tier"]),
         channel_reserved(st, channel, policy),
         lacks_marketing_consent(st, channel, policy, holds_product),
     ]
@@ -534,7 +555,7 @@ def campaign_decisions(
     assert spec.contact_policy is not None  # the spec's own validation guarantees it
     out = audience.reset_index(drop=True).copy()
     ids = out["customer_id"]
-    reason = send_time_reasons(ids, customers, states, channel, policy, spec.send_date)
+    reason = send_time_reasons(ids, out["tier"], customers, states, channel, policy, spec.send_date)
     contact_rule = contact_rule_breaches(ids, contacts, complaints, spec.product, spec.send_at, spec.contact_policy)
     cust = customers.drop_duplicates("customer_id").set_index("customer_id").reindex(ids.astype(str))
     missing = pd.Series(missing_contact_details(cust, channel).to_numpy(), index=out.index)
@@ -889,7 +910,10 @@ class Finalised:
 def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, states: pd.DataFrame, policy: Policy, day: date) -> pd.DataFrame:
     """Members who may no longer be on the list or in the control group: customer_id, arm, reason."""
     members = built.members
-    reason = send_time_reasons(members["customer_id"], customers, states, require_channel(built.spec), policy, day)
+    # A list built before members recorded the score's tier: assume personalised, so a
+    # customer who is no longer personalised is removed rather than kept on a stale score.
+    scored = members["tier"] if "tier" in members.columns else pd.Series("personalised", index=members.index)
+    reason = send_time_reasons(members["customer_id"], scored, customers, states, require_channel(built.spec), policy, day)
     removed = members.loc[reason.ne(""), ["customer_id", "arm"]].assign(reason=reason[reason.ne("")])
     return removed.reset_index(drop=True)
 

@@ -35,13 +35,15 @@ def settings_for(tmp_path: Path, bank: TinyBank, scores: dict[str, dict[str, flo
     return settings
 
 
-def write_scores(settings: Settings, scores: dict[str, dict[str, float]], day: str) -> None:
-    """A score partition as the scoring job writes it: {product: {customer_id: probability}}."""
+def write_scores(settings: Settings, scores: dict[str, dict[str, float]], day: str, personalised: tuple[str, ...] = ()) -> None:
+    """A score partition as the scoring job writes it: {product: {customer_id: probability}};
+    customers in ``personalised`` were scored by the personalised model, the rest by the basic."""
     rows = [(cid, product, p) for product, by_customer in scores.items() for cid, p in by_customer.items()]
     frame = rank_within_product(pd.DataFrame(rows, columns=["customer_id", "product", "probability"]))
     frame = frame.assign(
-        score_date=date.fromisoformat(day), tier="basic", legal_basis="legitimate_interest",
-        model_name=frame["product"].map(lambda p: f"propensity-{p}-basic"), model_version="1", mlflow_run_id="run0",
+        score_date=date.fromisoformat(day), tier=frame["customer_id"].map(lambda c: "personalised" if c in personalised else "basic"),
+        legal_basis="legitimate_interest", model_name=frame["product"].map(lambda p: f"propensity-{p}-basic"), model_version="1",
+        mlflow_run_id="run0",
         policy_version=settings.policy.version, scored_at=ts("2026-03-01T06:00:00"), run_id="test",
     )
     folder = partition_dir(settings, date.fromisoformat(day))
@@ -108,11 +110,27 @@ def rules(tmp_path) -> Settings:
     return settings_for(tmp_path, rules_bank(), RULE_SCORES)
 
 
+def test_a_personalised_score_is_not_used_once_its_consent_is_withdrawn(tmp_path):
+    bank = TinyBank()
+    for cid in ("PK", "PW", "B"):
+        bank.customer(cid).consent(cid, EMAIL_CONSENT, purpose="email_sms_marketing")
+    bank.consent("PK", EMAIL_CONSENT).consent("PW", EMAIL_CONSENT)
+    bank.consent("PW", "2026-03-05T00:00:00Z", granted=False)  # after scoring, before the send
+    bank.write(tmp_path / "raw")
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    write_scores(settings, {"mortgage": {"PK": 0.9, "PW": 0.8, "B": 0.7}}, "2026-02-28", personalised=("PK", "PW"))
+    built = campaign_job(settings).build(settings, spec_file(tmp_path), progress=lambda _: None)
+    counts = dict(zip(built.reasons["reason"], built.reasons["customers"]))
+    assert (counts["consent_withdrawn"], counts["selected"]) == (1, 2)
+    members = pd.read_parquet(settings.data_dir / "campaigns" / "mortgage-email" / "members.parquet")
+    assert dict(zip(members["customer_id"], members["tier"])) == {"PK": "personalised", "B": "basic"}
+
+
 def test_build_counts_each_customer_once_and_lists_only_the_contactable(rules, tmp_path):
     built = campaign_job(rules).build(rules, spec_file(tmp_path), progress=lambda _: None)
     folder = rules.data_dir / "campaigns" / "mortgage-email"
     counts = dict(zip(built.reasons["reason"], built.reasons["customers"]))
-    assert counts == {"not_a_customer": 1, "excluded": 1, "reserved_channel": 2, "no_email_sms_consent": 1,
+    assert counts == {"not_a_customer": 1, "excluded": 1, "consent_withdrawn": 0, "reserved_channel": 2, "no_email_sms_consent": 1,
                       "contact_policy": 3, "missing_contact_details": 0, "control_group": 0, "selected": 4}
     assert built.contact_rules == {"contact_cap": 1, "cooldown": 1, "recent_complaint": 1}
     send_file = pd.read_csv(folder / "list.csv", dtype=str)
@@ -120,7 +138,7 @@ def test_build_counts_each_customer_once_and_lists_only_the_contactable(rules, t
     assert send_file.values.tolist() == [["A", "a@example.no"], ["L", "l@example.no"], ["OLDCOOL", "oldcool@example.no"],
                                          ["OLDCMP", "oldcmp@example.no"]]
     assert pd.read_parquet(folder / "list.parquet").equals(send_file)
-    assert json.loads((folder / "reasons.json").read_text())[7] == {"stage": "build", "reason": "selected", "customers": 4}
+    assert json.loads((folder / "reasons.json").read_text())[8] == {"stage": "build", "reason": "selected", "customers": 4}
     manifest = json.loads((folder / "manifest.json").read_text())
     assert (manifest["status"], manifest["score_date"], manifest["treated"], manifest["control"]) == ("built", "2026-02-28", 4, 0)
     log = target.read_log(rules)
@@ -340,7 +358,7 @@ def test_matching_export_holds_only_hashes_of_permitted_customers_until_its_dead
     spec = ROOT / "conf" / "campaigns" / "car_loan_social.yaml"
     done = job.export_matching(settings, spec, ts("2026-03-20T12:00:00"), progress=lambda _: None)
     assert dict(zip(done.reasons["reason"], done.reasons["customers"])) == {
-        "not_a_customer": 0, "excluded": 1, "customer_matching_reserved": 1, "no_contact_details": 0, "exported": 3}
+        "not_a_customer": 0, "excluded": 1, "consent_withdrawn": 0, "customer_matching_reserved": 1, "no_contact_details": 0, "exported": 3}
     folder = settings.data_dir / "matching" / "car-loan-social-2026-04"
     upload = pd.read_csv(folder / "upload.csv", dtype=str, keep_default_na=False)
     sha = lambda text: hashlib.sha256(text).hexdigest()  # noqa: E731

@@ -75,7 +75,7 @@ def test_hashes_are_sha256_hex_of_the_normalised_text(policy):
 
 
 def test_only_customers_without_matching_reservation_and_not_excluded_are_exported(policy):
-    ids = ["OK", "CM", "X", "ALL", "NONE", "CLOSED", "LIFTED"]
+    ids = ["OK", "CM", "X", "ALL", "NONE", "CLOSED", "LIFTED", "WDR"]
     reservations = reservation_frame([
         ("CM", "2026-03-01T00:00:00Z", "customer_matching", True),
         ("X", "2026-03-01T00:00:00Z", "profiling", True),
@@ -83,21 +83,25 @@ def test_only_customers_without_matching_reservation_and_not_excluded_are_export
         ("LIFTED", "2026-02-01T00:00:00Z", "customer_matching", True),
         ("LIFTED", "2026-03-01T00:00:00Z", "customer_matching", False),
     ])
-    consents = consent_frame([("OK", "2025-01-01T00:00:00Z", "personalised_marketing", True)])
+    consents = consent_frame([
+        ("OK", "2025-01-01T00:00:00Z", "personalised_marketing", True),
+        ("WDR", "2025-01-01T00:00:00Z", "personalised_marketing", True),  # scored personalised,
+        ("WDR", "2026-03-01T00:00:00Z", "personalised_marketing", False),  # withdrawn before the export
+    ])
     at = ts("2026-03-15T12:00:00")
     states = states_at(consents, reservations, pd.Series(ids), at, policy)
     customers = pd.DataFrame({
         "customer_id": ids,
-        "email": [f"{c.lower()}@example.no" for c in ids[:4]] + [None, "closed@example.no", "lifted@example.no"],
-        "phone": ["91234567", None, "91234567", None, "12", None, None],
+        "email": [f"{c.lower()}@example.no" for c in ids[:4]] + [None, "closed@example.no", "lifted@example.no", "w@example.no"],
+        "phone": ["91234567", None, "91234567", None, "12", None, None, None],
         "customer_since": pd.Timestamp("2020-01-01"),
-        "closed_at": [pd.NaT] * 5 + [pd.Timestamp("2026-03-01"), pd.NaT],
+        "closed_at": [pd.NaT] * 5 + [pd.Timestamp("2026-03-01"), pd.NaT, pd.NaT],
     })
-    audience = pd.DataFrame({"customer_id": ids})
+    audience = pd.DataFrame({"customer_id": ids, "tier": ["personalised" if c in ("OK", "WDR") else "basic" for c in ids]})
     out = matching_decisions(audience, customers, states, policy, at.date()).set_index("customer_id")
     assert out["reason"].to_dict() == {
         "OK": "exported", "CM": "customer_matching_reserved", "X": "excluded", "ALL": "exported",
-        "NONE": "no_contact_details", "CLOSED": "not_a_customer", "LIFTED": "exported",
+        "NONE": "no_contact_details", "CLOSED": "not_a_customer", "LIFTED": "exported", "WDR": "consent_withdrawn",
     }
     assert out.loc["OK", "email_sha256"] == sha("ok@example.no") and out.loc["OK", "phone_sha256"] == sha("+4791234567")
     assert out.loc["ALL", "phone_sha256"] is None

@@ -108,6 +108,7 @@ def scores_frame(n: int = 20) -> pd.DataFrame:
         "probability": [round(0.95 - i * 0.04, 2) for i in range(n)] + [0.99],
         "rank": list(range(1, n + 1)) + [1],
         "decile": [(i // 2) + 1 for i in range(n)] + [1],
+        "tier": "basic",
     })
 
 
@@ -185,8 +186,11 @@ NO_COMPLAINTS = pd.DataFrame({"customer_id": pd.Series(dtype=object), "contact_t
 
 
 def test_each_customer_gets_the_first_reason_that_applies(policy):
-    ids = ["OK", "RES", "ALL", "NOC", "X", "XR", "AT", "AFTER", "CLOSED", "CAP", "NOMAIL"]
+    ids = ["OK", "RES", "ALL", "NOC", "X", "XR", "AT", "AFTER", "CLOSED", "CAP", "NOMAIL", "PERS", "WDR"]
     consents = [(c, "2025-01-01T00:00:00Z", "email_sms_marketing", True) for c in ids if c != "NOC"]
+    # Both scored by the personalised model; WDR withdrew that consent before the send.
+    consents += [(c, "2025-01-01T00:00:00Z", "personalised_marketing", True) for c in ("PERS", "WDR")]
+    consents += [("WDR", "2026-03-01T00:00:00Z", "personalised_marketing", False)]
     reservations = [
         ("RES", "2026-03-01T00:00:00Z", "email", True),
         ("ALL", "2026-03-01T00:00:00Z", "all_channels", True),
@@ -197,7 +201,8 @@ def test_each_customer_gets_the_first_reason_that_applies(policy):
         ("AFTER", "2026-03-10T09:00:01Z", "email", True),  # one second later does not
     ]
     st = states_at(consent_frame(consents), reservation_frame(reservations), pd.Series(ids), SEND, policy)
-    audience = pd.DataFrame({"customer_id": ids, "probability": 0.5, "rank": range(1, 12), "decile": 1})
+    scored = ["personalised" if c in ("PERS", "WDR") else "basic" for c in ids]
+    audience = pd.DataFrame({"customer_id": ids, "probability": 0.5, "rank": range(1, len(ids) + 1), "decile": 1, "tier": scored})
     customers = customers_frame(ids, CLOSED={"closed_at": pd.Timestamp("2026-03-10")}, NOMAIL={"email": "  "})
     contacts = pd.DataFrame({"campaign_id": ["a", "b"], "customer_id": ["CAP", "CAP"], "product": ["bsu", "car_loan"],
                              "sent_at": [ts("2026-03-01T09:00:00"), ts("2026-03-05T09:00:00")]})
@@ -205,7 +210,7 @@ def test_each_customer_gets_the_first_reason_that_applies(policy):
     assert dict(zip(out["customer_id"], out["reason"])) == {
         "OK": "selected", "RES": "reserved_channel", "ALL": "reserved_channel", "NOC": "no_email_sms_consent",
         "X": "excluded", "XR": "excluded", "AT": "reserved_channel", "AFTER": "selected", "CLOSED": "not_a_customer",
-        "CAP": "contact_policy", "NOMAIL": "missing_contact_details",
+        "CAP": "contact_policy", "NOMAIL": "missing_contact_details", "PERS": "selected", "WDR": "consent_withdrawn",
     }
     assert out.loc[out["customer_id"] == "CAP", "contact_rule"].item() == "contact_cap"
 
