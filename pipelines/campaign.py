@@ -89,35 +89,39 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
     spec = target.load_spec(spec_path, settings)
     delete_on = target.matching_deadline(spec)
     at = as_of if as_of is not None else target.utc_now()
-    matching.refuse_export(settings, spec.campaign_id, delete_on, at)
-    progress(f"validating extracts in {settings.raw_dir}")
-    raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
-    score_day = target.score_partition_for(settings, spec.send_date)
-    audience = target.campaign_audience(read_partition(settings, score_day), spec)
-    con = connect(threads=settings.n_jobs)
-    try:
-        ids = audience["customer_id"]
-        customers = target.read_customers(con, raw.relation, ids)
-        consents, reservations = target.read_governance_events(con, raw.relation, ids, at)
-    finally:
-        con.close()
-    states = target.states_at(consents, reservations, ids, at, settings.policy)
-    decisions = matching.matching_decisions(audience, customers, states, settings.policy, at.date())
-    manifest = {
-        "campaign_id": spec.campaign_id,
-        "destination": spec.customer_matching.destination if spec.customer_matching else None,
-        "product": spec.product,
-        "spec": spec.model_dump(mode="json"),
-        "score_date": score_day.isoformat(),
-        "as_of": at.isoformat(),
-        "send_date": spec.send_date.isoformat(),
-        "delete_on": delete_on.isoformat(),
-    }
-    return matching.write_export(settings, decisions, manifest, target.utc_now())
+    # Under the campaign lock, which erasure also takes: an export never publishes a
+    # customer erased while it ran, and two exports of one campaign cannot interleave.
+    with target.campaign_lock(settings):
+        matching.refuse_export(settings, spec.campaign_id, delete_on, at)
+        progress(f"validating extracts in {settings.raw_dir}")
+        raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+        score_day = target.score_partition_for(settings, spec.send_date)
+        audience = target.campaign_audience(read_partition(settings, score_day), spec)
+        con = connect(threads=settings.n_jobs)
+        try:
+            ids = audience["customer_id"]
+            customers = target.read_customers(con, raw.relation, ids)
+            consents, reservations = target.read_governance_events(con, raw.relation, ids, at)
+        finally:
+            con.close()
+        states = target.states_at(consents, reservations, ids, at, settings.policy)
+        decisions = matching.matching_decisions(audience, customers, states, settings.policy, at.date())
+        manifest = {
+            "campaign_id": spec.campaign_id,
+            "destination": spec.customer_matching.destination if spec.customer_matching else None,
+            "product": spec.product,
+            "spec": spec.model_dump(mode="json"),
+            "score_date": score_day.isoformat(),
+            "as_of": at.isoformat(),
+            "send_date": spec.send_date.isoformat(),
+            "delete_on": delete_on.isoformat(),
+        }
+        return matching.write_export(settings, decisions, manifest, target.utc_now())
 
 
 def purge_matching(settings: Settings, as_of: date | None = None) -> list[matching.PurgedExport]:
-    return matching.purge_exports(settings, as_of or target.utc_now().date())
+    with target.campaign_lock(settings):
+        return matching.purge_exports(settings, as_of or target.utc_now().date())
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from propensity import target
 from propensity.cli import app, pipeline
 from propensity.config import Settings, load_settings
-from propensity.errors import ConfigError, ContractError
+from propensity.errors import ConfigError, ContractError, JobLockedError
 from propensity.score import SCORE_COLUMNS, partition_dir, rank_within_product
 from tests.bank import TinyBank
 from tests.conftest import ROOT, ts
@@ -374,6 +374,18 @@ def test_matching_export_holds_only_hashes_of_permitted_customers_until_its_dead
     assert [p.deleted for p in job.purge_matching(settings, date(2026, 4, 14))] == [False]
     assert [p.deleted for p in job.purge_matching(settings, date(2026, 4, 15))] == [True]
     assert not folder.exists()
+
+
+def test_matching_export_and_purge_wait_for_no_one_and_refuse_while_a_campaign_or_erasure_holds_the_lock(tmp_path):
+    settings = matching_settings(tmp_path / "data")
+    job = campaign_job(settings)
+    spec = ROOT / "conf" / "campaigns" / "car_loan_social.yaml"
+    with target.campaign_lock(settings):  # what `campaign build` and `privacy erase` hold
+        with pytest.raises(JobLockedError, match="another campaign command"):
+            job.export_matching(settings, spec, ts("2026-03-20T12:00:00"), progress=lambda _: None)
+        with pytest.raises(JobLockedError, match="another campaign command"):
+            job.purge_matching(settings, date(2026, 4, 15))
+    assert not (settings.data_dir / "matching").exists() or not any((settings.data_dir / "matching").iterdir())
 
 
 def test_a_channel_spec_is_not_exported_and_a_matching_spec_is_not_built(rules, tmp_path):
