@@ -44,6 +44,9 @@ from propensity.snapshots import month_end, month_ends, month_index, snapshot_in
 FeatureType = Literal["int", "float", "str"]
 ENTITY = "customer_id"
 TIMESTAMP = "event_timestamp"
+# An outgoing transfer of at least this much counts as large (money moved to investments,
+# another bank or a purchase).
+LARGE_TRANSFER_NOK = 5_000
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,9 @@ def view_specs(policy: Policy, catalogue: Catalogue) -> tuple[ViewSpec, ...]:
             "account_balance",
             "account_balance",
             False,
-            _f([f"balance_{a}_nok" for a in ACCOUNT_TYPES] + ["balance_current_change_3m_nok", "balance_savings_change_3m_nok"], "float"),
-            "bank balances by account type at the month end and their 3-month change",
+            _f([f"balance_{a}_nok" for a in ACCOUNT_TYPES]
+               + ["balance_current_change_3m_nok", "balance_savings_change_3m_nok", "balance_current_avg_12m_nok"], "float"),
+            "bank balances by account type at the month end, their 3-month change and the 12-month average current balance",
         ),
         ViewSpec(
             "group_account_balance",
@@ -125,6 +129,7 @@ def view_specs(policy: Policy, catalogue: Catalogue) -> tuple[ViewSpec, ...]:
             False,
             _f(["salary_inflow_1m_nok", "salary_inflow_3m_nok", "salary_inflow_12m_nok", "spend_total_1m_nok",
                 "spend_total_3m_nok", "transfers_out_1m_nok", "transfers_out_3m_nok"], "float")
+            + _f(["large_transfers_out_3m"], "int")
             + _f([f"spend_{m}_{w}_nok" for m in MERCHANT_CATEGORIES for w in ("1m", "3m", "12m")], "float")
             + _f(["spend_trend_1m_vs_3m", "card_share_3m", "atm_withdrawals_3m_nok"], "float")
             + _f(["n_transactions_1m"], "int"),
@@ -311,6 +316,7 @@ def transactions_sql(raw: Callable[[str], str], allowed: str) -> str:
         "SUM(-amount) FILTER (WHERE amount < 0 AND kind = 'card') AS card_spend",
         "SUM(-amount) FILTER (WHERE kind = 'atm') AS atm",
         "SUM(-amount) FILTER (WHERE kind = 'transfer' AND amount < 0) AS transfers_out",
+        f"COUNT(*) FILTER (WHERE kind = 'transfer' AND amount <= -{LARGE_TRANSFER_NOK}) AS large_transfers_out",
         "COUNT(*) AS n",
     ] + [f"SUM(-amount) FILTER (WHERE amount < 0 AND kind <> 'atm' AND mcat = '{m}') AS s_{m}" for m in MERCHANT_CATEGORIES]
     windows = [
@@ -318,6 +324,7 @@ def transactions_sql(raw: Callable[[str], str], allowed: str) -> str:
         f"{_sum('salary', 'w3')} AS salary_inflow_3m_nok",
         f"{_sum('transfers_out', 'w1')} AS transfers_out_1m_nok",
         f"{_sum('transfers_out', 'w3')} AS transfers_out_3m_nok",
+        f"{_sum('large_transfers_out', 'w3', 'BIGINT')} AS large_transfers_out_3m",
         f"{_sum('salary', 'w12')} AS salary_inflow_12m_nok",
         f"{_sum('spend', 'w1')} AS spend_total_1m_nok",
         f"{_sum('spend', 'w3')} AS spend_total_3m_nok",
@@ -484,36 +491,53 @@ def _balances_sql(raw: Callable[[str], str], allowed: str, group: bool) -> str:
             SUM(balance) FILTER (WHERE account_type = 'funds') AS balance_group_funds_nok,
             SUM(balance) FILTER (WHERE account_type = 'pension') AS balance_group_pension_nok,
             SUM(balance) AS balance_group_total_nok"""
-        company = "<> 'bank'"
-        select = "p.balance_group_funds_nok, p.balance_group_pension_nok, p.balance_group_total_nok"
-        prev_join = ""
-    else:
-        pivot = ",".join(
-            f"\n            SUM(balance) FILTER (WHERE account_type = '{t}') AS balance_{t}_nok" for t in ACCOUNT_TYPES
-        )
-        company = "= 'bank'"
-        select = ", ".join(f"p.balance_{t}_nok" for t in ACCOUNT_TYPES) + (
-            ", p.balance_current_nok - q.balance_current_nok AS balance_current_change_3m_nok"
-            ", p.balance_savings_nok - q.balance_savings_nok AS balance_savings_change_3m_nok"
-        )
-        prev_join = "LEFT JOIN pivoted q ON q.customer_id = a.customer_id AND q.as_of_date = a.prev_date"
+        return f"""
+            WITH allowed AS ({allowed}),
+            pivoted AS (
+                SELECT b.customer_id, b.as_of_date,{pivot}
+                FROM {raw('balances')} b
+                SEMI JOIN allowed n ON n.customer_id = b.customer_id AND n.snapshot_date = b.as_of_date
+                WHERE b.company <> 'bank'
+                GROUP BY b.customer_id, b.as_of_date
+            )
+            SELECT a.customer_id, a.{TIMESTAMP}, p.balance_group_funds_nok, p.balance_group_pension_nok,
+                   p.balance_group_total_nok
+            FROM allowed a
+            LEFT JOIN pivoted p ON p.customer_id = a.customer_id AND p.as_of_date = a.snapshot_date
+        """
+    pivot = ",".join(
+        f"\n            SUM(balance) FILTER (WHERE account_type = '{t}') AS balance_{t}_nok" for t in ACCOUNT_TYPES
+    )
+    select = ", ".join(f"p.balance_{t}_nok" for t in ACCOUNT_TYPES)
+    # A permitted snapshot reads the month ends of its last twelve months (the 3-month
+    # change and the 12-month average); a month end no permitted snapshot looks back on
+    # is never read.
     return f"""
-        WITH allowed AS (SELECT *, last_day(snapshot_date - INTERVAL 3 MONTH) AS prev_date FROM ({allowed})),
+        WITH allowed AS ({allowed}),
         needed AS (
-            SELECT customer_id, snapshot_date AS as_of_date FROM allowed
-            UNION SELECT customer_id, prev_date FROM allowed
+            SELECT DISTINCT customer_id, last_day(snapshot_date - to_months(k)) AS as_of_date
+            FROM allowed, range(12) AS months(k)
         ),
         pivoted AS (
             SELECT b.customer_id, b.as_of_date,{pivot}
             FROM {raw('balances')} b
             SEMI JOIN needed n ON n.customer_id = b.customer_id AND n.as_of_date = b.as_of_date
-            WHERE b.company {company}
+            WHERE b.company = 'bank'
             GROUP BY b.customer_id, b.as_of_date
+        ),
+        averaged AS (
+            SELECT *, AVG(balance_current_nok) OVER (
+                PARTITION BY customer_id ORDER BY as_of_date
+                RANGE BETWEEN INTERVAL 11 MONTH PRECEDING AND CURRENT ROW) AS balance_current_avg_12m_nok
+            FROM pivoted
         )
-        SELECT a.customer_id, a.{TIMESTAMP}, {select}
+        SELECT a.customer_id, a.{TIMESTAMP}, {select},
+               p.balance_current_nok - q.balance_current_nok AS balance_current_change_3m_nok,
+               p.balance_savings_nok - q.balance_savings_nok AS balance_savings_change_3m_nok,
+               p.balance_current_avg_12m_nok
         FROM allowed a
-        LEFT JOIN pivoted p ON p.customer_id = a.customer_id AND p.as_of_date = a.snapshot_date
-        {prev_join}
+        LEFT JOIN averaged p ON p.customer_id = a.customer_id AND p.as_of_date = a.snapshot_date
+        LEFT JOIN pivoted q ON q.customer_id = a.customer_id AND q.as_of_date = last_day(a.snapshot_date - INTERVAL 3 MONTH)
     """
 
 

@@ -33,9 +33,13 @@ def history() -> TinyBank:
         bank.employment(cid, "2023-01-01").demographics(cid, "2023-01-01")
         for month in MONTHS:
             if cid != "N" or month >= "2024-03-31":
-                bank.balance(cid, month, "current", 1000.0)
+                # G's current balance grows by 1,000 a month; the others' stays at 1,000.
+                bank.balance(cid, month, "current", 1000.0 * (MONTHS.index(month) + 1 if cid == "G" else 1))
                 bank.transaction(cid, month[:8] + "10T12:00:00Z", -200.0, merchant_category="travel")
                 bank.transaction(cid, month[:8] + "25T12:00:00Z", 30000.0, kind="salary", merchant_category=None)
+    # P moves money out in February: one large transfer, one just below the threshold.
+    bank.transaction("P", "2024-02-12T12:00:00Z", -5000.0, kind="transfer", merchant_category=None)
+    bank.transaction("P", "2024-02-13T12:00:00Z", -4999.0, kind="transfer", merchant_category=None)
     return bank
 
 
@@ -79,6 +83,26 @@ def test_personalised_snapshot_aggregates_its_whole_lookback(built):
     assert tx.loc[("P", "2024-02"), "spend_travel_3m_nok"] == 400.0
     assert tx.loc[("P", "2024-02"), "spend_travel_1m_nok"] == 200.0
     assert tx.loc[("P", "2024-04"), "salary_inflow_3m_nok"] == 90000.0
+
+
+def test_large_transfers_count_in_their_three_month_window(built):
+    settings, _ = built
+    tx = view(settings, "transactions").set_index(["customer_id", "month"])
+    assert tx.loc[("P", "2024-02"), "large_transfers_out_3m"] == 1  # -5,000 counts, -4,999 does not
+    assert tx.loc[("P", "2024-04"), "large_transfers_out_3m"] == 1  # February is in April's window
+    assert tx.loc[("P", "2024-04"), "transfers_out_3m_nok"] == 9999.0
+
+
+def test_balance_averages_and_changes_read_the_months_before(built):
+    settings, _ = built
+    balance = view(settings, "account_balance").set_index(["customer_id", "month"])
+    assert balance.loc[("G", "2024-01"), "balance_current_avg_12m_nok"] == 1000.0
+    assert balance.loc[("G", "2024-02"), "balance_current_avg_12m_nok"] == 1500.0
+    assert balance.loc[("G", "2024-04"), "balance_current_avg_12m_nok"] == 2500.0
+    assert balance.loc[("G", "2024-04"), "balance_current_change_3m_nok"] == 3000.0
+    assert pd.isna(balance.loc[("G", "2024-03"), "balance_current_change_3m_nok"])  # no December balance
+    # N joined in March: its average reads only the months it has.
+    assert balance.loc[("N", "2024-03"), "balance_current_avg_12m_nok"] == 1000.0
 
 
 def test_employer_follows_the_same_gate_as_transactions(built):
