@@ -59,11 +59,12 @@ def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = 
         try:
             ids = built.members["customer_id"]
             customers = target.read_customers(con, raw.relation, ids)
-            consents, reservations = target.read_governance_events(con, raw.relation, ids, at)
+            instants = target.check_instants(at, target.utc_now())
+            consents, reservations = target.read_governance_events(con, raw.relation, ids, instants[-1])
         finally:
             con.close()
-        states = target.states_at(consents, reservations, ids, at, settings.policy)
-        removed = target.finalise_removals(built, customers, states, settings.policy, at.date())
+        checks = [(target.states_at(consents, reservations, ids, i, settings.policy), i.date()) for i in instants]
+        removed = target.finalise_removals(built, customers, checks, settings.policy)
         return target.write_finalised(settings, built, removed, at, target.utc_now())
 
 
@@ -101,11 +102,12 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
         try:
             ids = audience["customer_id"]
             customers = target.read_customers(con, raw.relation, ids)
-            consents, reservations = target.read_governance_events(con, raw.relation, ids, at)
+            instants = target.check_instants(at, target.utc_now())
+            consents, reservations = target.read_governance_events(con, raw.relation, ids, instants[-1])
         finally:
             con.close()
-        states = target.states_at(consents, reservations, ids, at, settings.policy)
-        decisions = matching.matching_decisions(audience, customers, states, settings.policy, at.date())
+        checks = [(target.states_at(consents, reservations, ids, i, settings.policy), i.date()) for i in instants]
+        decisions = matching.matching_decisions(audience, customers, checks, settings.policy)
         manifest = {
             "campaign_id": spec.campaign_id,
             "destination": spec.customer_matching.destination if spec.customer_matching else None,

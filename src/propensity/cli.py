@@ -8,7 +8,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timezone
 from functools import wraps
 from pathlib import Path
 from types import ModuleType
@@ -83,6 +83,19 @@ def parse_date(value: str | None, option: str = "--date") -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date; write it as YYYY-MM-DD, e.g. 2025-06-30", param_hint=option) from None
+
+
+def not_after_today(day: date | None, option: str, hint: str = "") -> date | None:
+    """A deletion date from the command line, refused when it lies after today (UTC): deleting
+    as of a later date would remove data still inside its retention period."""
+    today = datetime.now(timezone.utc).date()
+    if day is not None and day > today:
+        raise typer.BadParameter(
+            f"{day} is after today ({today}); deleting as of a later date would remove data still inside "
+            f"its retention period{hint}",
+            param_hint=option,
+        )
+    return day
 
 
 def progress(message: str) -> None:
@@ -342,8 +355,9 @@ def matching_purge(
     """Delete customer-matching exports whose deletion date has come."""
     from propensity.target import parse_instant
 
+    day = not_after_today(parse_instant(as_of).date() if as_of else None, "--as-of")
     s = _settings(conf)
-    purged = pipeline(s, "campaign").purge_matching(s, parse_instant(as_of).date() if as_of else None)
+    purged = pipeline(s, "campaign").purge_matching(s, day)
     frame = pd.DataFrame(
         {"campaign_id": [p.campaign_id for p in purged], "delete_on": [str(p.delete_on) for p in purged],
          "deleted": ["yes" if p.deleted else "no" for p in purged]}
@@ -392,8 +406,11 @@ def privacy_purge(
     period and campaign-log rows older than the contact-log period (conf/policy.yaml)."""
     from propensity.privacy import purge_frame
 
+    day = parse_date(as_of, "--as-of")
+    if not dry_run:
+        not_after_today(day, "--as-of", "; preview it with --dry-run")
     s = _settings(conf)
-    items, exports = pipeline(s, "privacy").run(s, parse_date(as_of, "--as-of"), dry_run, progress)
+    items, exports = pipeline(s, "privacy").run(s, day, dry_run, progress)
     verb = "would delete" if dry_run else "deleted"
     if items:
         print_frame(purge_frame(items), title=f"retention purge: {verb}")

@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -45,7 +46,7 @@ from propensity.atomic import clear_stale_staging, staged_dir
 from propensity.config import Policy, Settings
 from propensity.errors import PropensityError
 from propensity.policy import reservation_column
-from propensity.target import consent_withdrawn_since_scoring, not_a_customer
+from propensity.target import consent_withdrawn_since_scoring, first_reason, not_a_customer
 
 MATCHING_REASONS = ("not_a_customer", "excluded", "consent_withdrawn", "customer_matching_reserved", "no_contact_details", "exported")
 # Norwegian national numbers have eight digits; a bank in another numbering plan changes this.
@@ -104,23 +105,29 @@ def hash_column(field: str, policy: Policy) -> str:
 
 
 # ------------------------------------------------------------------------ decisions
-def matching_decisions(audience: pd.DataFrame, customers: pd.DataFrame, states: pd.DataFrame, policy: Policy, day: date) -> pd.DataFrame:
+def matching_decisions(audience: pd.DataFrame, customers: pd.DataFrame, checks: Sequence[tuple[pd.DataFrame, date]],
+                       policy: Policy) -> pd.DataFrame:
     """One row per audience customer: customer_id, reason (the first of
     :data:`MATCHING_REASONS` that applies) and the hash columns (filled only for
     ``exported`` rows: nothing is hashed for a customer who is left out).
 
-    ``customers``: raw customers rows; ``states``: ``tiers_as_of`` at the export instant.
+    ``customers``: raw customers rows; ``checks``: per instant of
+    :func:`propensity.target.check_instants`, the ``tiers_as_of`` states and the day.
     """
     ids = pd.Index(audience["customer_id"].astype(str), name="customer_id")
     cust = customers.drop_duplicates("customer_id").set_index("customer_id").reindex(ids)
-    st = states.drop_duplicates("customer_id").set_index("customer_id").reindex(ids)
-    masks = [
-        not_a_customer(cust, day).to_numpy(dtype=bool),
-        st["tier"].eq("excluded").to_numpy(dtype=bool),
-        consent_withdrawn_since_scoring(audience["tier"], st["tier"]).to_numpy(dtype=bool),
-        st[reservation_column(policy.customer_matching.blocked_by_reservation)].astype(bool).to_numpy(),
-    ]
-    reason = pd.Series(np.select(masks, list(MATCHING_REASONS[:4]), default=""), index=ids, dtype=object)
+
+    def reasons_at(states: pd.DataFrame, day: date) -> pd.Series:
+        st = states.drop_duplicates("customer_id").set_index("customer_id").reindex(ids)
+        masks = [
+            not_a_customer(cust, day).to_numpy(dtype=bool),
+            st["tier"].eq("excluded").to_numpy(dtype=bool),
+            consent_withdrawn_since_scoring(audience["tier"], st["tier"]).to_numpy(dtype=bool),
+            st[reservation_column(policy.customer_matching.blocked_by_reservation)].astype(bool).to_numpy(),
+        ]
+        return pd.Series(np.select(masks, list(MATCHING_REASONS[:4]), default=""), index=ids, dtype=object)
+
+    reason = first_reason([reasons_at(states, day) for states, day in checks])
     open_ = reason.eq("")
     identifiers = hashed_identifiers(cust.loc[open_.to_numpy()].reset_index(), policy).set_index("customer_id")
     columns = [hash_column(f, policy) for f in policy.customer_matching.fields]

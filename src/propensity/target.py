@@ -68,7 +68,9 @@ replaced; give the new one a new campaign_id.
 
 **Finalise** (``campaign finalise``) re-reads the raw consent and reservation events as of
 now (or ``--as-of``) and applies the send-time rules again (``not_a_customer``,
-``excluded``, ``reserved_channel``, ``no_email_sms_consent``) to both arms: removed treated
+``excluded``, ``consent_withdrawn``, ``reserved_channel``, ``no_email_sms_consent``) to
+both arms. A past ``--as-of`` is checked at now as well (``check_instants``): what a
+customer said after that instant still removes them. Removed treated
 customers leave the list files and get a ``withdrawn`` log entry; removed control customers
 leave ``members.parquet``. The manifest's status becomes ``finalised``.
 """
@@ -80,7 +82,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -907,13 +909,34 @@ class Finalised:
     control: int
 
 
-def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, states: pd.DataFrame, policy: Policy, day: date) -> pd.DataFrame:
-    """Members who may no longer be on the list or in the control group: customer_id, arm, reason."""
+def check_instants(as_of: pd.Timestamp, now: pd.Timestamp) -> tuple[pd.Timestamp, ...]:
+    """The instants a send-time check reads: the requested one and, when it lies in the past,
+    now as well. A withdrawal, reservation or objection made after the requested instant
+    still removes the customer; a later grant never restores one (the protective reading)."""
+    return (as_of,) if as_of >= now else (as_of, now)
+
+
+def first_reason(reasons: Sequence[pd.Series]) -> pd.Series:
+    """Per row, the first non-empty reason over the instants checked, in their order."""
+    out = reasons[0]
+    for later in reasons[1:]:
+        out = out.mask(out.eq(""), later)
+    return out
+
+
+def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, checks: Sequence[tuple[pd.DataFrame, date]],
+                      policy: Policy) -> pd.DataFrame:
+    """Members who may no longer be on the list or in the control group: customer_id, arm, reason.
+
+    ``checks``: per instant of :func:`check_instants`, the ``tiers_as_of`` states and the day."""
     members = built.members
     # A list built before members recorded the score's tier: assume personalised, so a
     # customer who is no longer personalised is removed rather than kept on a stale score.
     scored = members["tier"] if "tier" in members.columns else pd.Series("personalised", index=members.index)
-    reason = send_time_reasons(members["customer_id"], scored, customers, states, require_channel(built.spec), policy, day)
+    channel = require_channel(built.spec)
+    reason = first_reason(
+        [send_time_reasons(members["customer_id"], scored, customers, states, channel, policy, day) for states, day in checks]
+    )
     removed = members.loc[reason.ne(""), ["customer_id", "arm"]].assign(reason=reason[reason.ne("")])
     return removed.reset_index(drop=True)
 

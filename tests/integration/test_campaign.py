@@ -259,21 +259,22 @@ def test_finalise_removes_customers_who_reserved_or_objected_after_the_build(for
     bank.reservation(treated[2], "2026-03-10T08:30:00Z", scope="email")  # after the --as-of instant
     bank.write(forty.raw_dir)
     done = job.finalise(forty, "mortgage-email", ts("2026-03-10T08:00:00"), progress=lambda _: None)
-    assert done.counts.set_index("reason").loc[["reserved_channel", "excluded"]].values.tolist() == [[2, 0], [0, 1]]
+    # treated[2] reserved after the --as-of instant but before now: removed all the same.
+    assert done.counts.set_index("reason").loc[["reserved_channel", "excluded"]].values.tolist() == [[3, 0], [0, 1]]
     folder = forty.data_dir / "campaigns" / "mortgage-email"
     listed = pd.read_csv(folder / "list.csv", dtype=str)["customer_id"].tolist()
-    assert len(listed) == 28 and treated[0] not in listed and treated[1] not in listed and treated[2] in listed
+    assert len(listed) == 27 and not set(treated[:3]) & set(listed)
     assert pd.read_parquet(folder / "list.parquet")["customer_id"].tolist() == listed
-    assert control[0] not in set(members(forty)["customer_id"]) and len(members(forty)) == 37
+    assert control[0] not in set(members(forty)["customer_id"]) and len(members(forty)) == 36
     log = target.read_log(forty)
     withdrawn = log[log["entry"] == "withdrawn"]
-    assert sorted(withdrawn["customer_id"]) == sorted(treated[:2]) and set(withdrawn["reason"]) == {"reserved_channel"}
-    assert len(target.live_contacts(log)) == 28
+    assert sorted(withdrawn["customer_id"]) == sorted(treated[:3]) and set(withdrawn["reason"]) == {"reserved_channel"}
+    assert len(target.live_contacts(log)) == 27
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert (manifest["status"], manifest["treated"], manifest["control"]) == ("finalised", 28, 9)
+    assert (manifest["status"], manifest["treated"], manifest["control"]) == ("finalised", 27, 9)
     assert manifest["finalise_checks"][0]["removed"]["excluded"] == {"treated": 0, "control": 1}
     reasons = pd.read_csv(folder / "reasons.csv")
-    assert reasons.loc[reasons["stage"].str.startswith("finalise"), "customers"].sum() == 3
+    assert reasons.loc[reasons["stage"].str.startswith("finalise"), "customers"].sum() == 4
 
 
 def test_responses_feed_the_uplift_of_treated_versus_control(forty, tmp_path):
@@ -339,7 +340,8 @@ def test_response_file_without_a_column_is_refused(forty, tmp_path):
 
 # ------------------------------------------------------------------ customer matching
 MATCH = {"M1": (" Ola.Nordmann@Example.NO", "912 34 567"), "M2": ("kari@example.no", "0046 70-123 45 67"),
-         "MCM": ("cm@example.no", "91111111"), "MX": ("x@example.no", "92222222"), "MALL": ("all@example.no", "")}
+         "MCM": ("cm@example.no", "91111111"), "MX": ("x@example.no", "92222222"), "MALL": ("all@example.no", ""),
+         "MLATE": ("late@example.no", "93333333")}
 
 
 def matching_settings(tmp_path: Path) -> Settings:
@@ -349,6 +351,7 @@ def matching_settings(tmp_path: Path) -> Settings:
     bank.reservation("MCM", "2026-03-15T00:00:00Z", scope="customer_matching")
     bank.reservation("MX", "2026-03-15T00:00:00Z", scope="profiling")
     bank.reservation("MALL", "2026-03-15T00:00:00Z", scope="all_channels")
+    bank.reservation("MLATE", "2026-03-25T00:00:00Z", scope="customer_matching")  # after the export instant
     return settings_for(tmp_path, bank, {"car_loan": {cid: 0.9 - 0.1 * i for i, cid in enumerate(MATCH)}}, day="2026-03-31")
 
 
@@ -358,7 +361,7 @@ def test_matching_export_holds_only_hashes_of_permitted_customers_until_its_dead
     spec = ROOT / "conf" / "campaigns" / "car_loan_social.yaml"
     done = job.export_matching(settings, spec, ts("2026-03-20T12:00:00"), progress=lambda _: None)
     assert dict(zip(done.reasons["reason"], done.reasons["customers"])) == {
-        "not_a_customer": 0, "excluded": 1, "consent_withdrawn": 0, "customer_matching_reserved": 1, "no_contact_details": 0, "exported": 3}
+        "not_a_customer": 0, "excluded": 1, "consent_withdrawn": 0, "customer_matching_reserved": 2, "no_contact_details": 0, "exported": 3}
     folder = settings.data_dir / "matching" / "car-loan-social-2026-04"
     upload = pd.read_csv(folder / "upload.csv", dtype=str, keep_default_na=False)
     sha = lambda text: hashlib.sha256(text).hexdigest()  # noqa: E731

@@ -508,6 +508,11 @@ def test_cli_erases_exports_and_purges(tmp_path, monkeypatch):
     assert (tmp_path / "privacy" / "exports" / sha(X) / "export.json").is_file()
     dry = runner.invoke(app, ["privacy", "purge", "--as-of", "2027-02-01", "--dry-run", *conf])
     assert dry.exit_code == 0 and "would delete" in dry.output
+    future = runner.invoke(app, ["privacy", "purge", "--as-of", "2999-01-01", *conf])
+    assert future.exit_code == 2 and "is after today" in future.output and "--dry-run" in future.output
+    assert files_holding(settings, {X}) != []  # the refused purge deleted nothing
+    refused = runner.invoke(app, ["matching", "purge", "--as-of", "2999-01-01", *conf])
+    assert refused.exit_code == 2 and "is after today" in refused.output
     gone = runner.invoke(app, ["privacy", "erase", "--customer", X, "--customer", OTHERS[3], *conf])
     assert gone.exit_code == 0, gone.output
     assert "raw/customers.parquet still holds 1 row(s)" in " ".join(gone.output.split())

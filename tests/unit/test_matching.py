@@ -19,7 +19,7 @@ from propensity.matching import (
     purge_exports,
     upload_frame,
 )
-from propensity.target import states_at
+from propensity.target import check_instants, states_at
 from tests.conftest import ROOT, consent_frame, reservation_frame, ts
 
 
@@ -98,7 +98,7 @@ def test_only_customers_without_matching_reservation_and_not_excluded_are_export
         "closed_at": [pd.NaT] * 5 + [pd.Timestamp("2026-03-01"), pd.NaT, pd.NaT],
     })
     audience = pd.DataFrame({"customer_id": ids, "tier": ["personalised" if c in ("OK", "WDR") else "basic" for c in ids]})
-    out = matching_decisions(audience, customers, states, policy, at.date()).set_index("customer_id")
+    out = matching_decisions(audience, customers, [(states, at.date())], policy).set_index("customer_id")
     assert out["reason"].to_dict() == {
         "OK": "exported", "CM": "customer_matching_reserved", "X": "excluded", "ALL": "exported",
         "NONE": "no_contact_details", "CLOSED": "not_a_customer", "LIFTED": "exported", "WDR": "consent_withdrawn",
@@ -109,6 +109,28 @@ def test_only_customers_without_matching_reservation_and_not_excluded_are_export
     upload = upload_frame(out.reset_index(), policy)
     assert list(upload.columns) == ["email_sha256", "phone_sha256"]
     assert upload["email_sha256"].tolist() == sorted(sha(f"{c}@example.no") for c in ("ok", "all", "lifted"))
+
+
+def test_a_past_export_instant_is_checked_at_now_too():
+    policy = load_settings(ROOT / "conf" / "pipeline.yaml").policy
+    ids = ["KEEP", "LATE", "GRANTED"]
+    reservations = reservation_frame([
+        ("LATE", "2026-03-20T00:00:00Z", "customer_matching", True),  # after the export instant
+        ("GRANTED", "2026-03-01T00:00:00Z", "customer_matching", True),
+        ("GRANTED", "2026-03-20T00:00:00Z", "customer_matching", False),  # lifted later: still out
+    ])
+    consents = consent_frame([("KEEP", "2025-01-01T00:00:00Z", "personalised_marketing", True)])
+    at, now = ts("2026-03-15T12:00:00"), ts("2026-04-01T00:00:00")
+    instants = check_instants(at, now)
+    assert instants == (at, now) and check_instants(now, at) == (now,)
+    checks = [(states_at(consents, reservations, pd.Series(ids), i, policy), i.date()) for i in instants]
+    customers = pd.DataFrame({"customer_id": ids, "email": [f"{c.lower()}@example.no" for c in ids], "phone": None,
+                              "customer_since": pd.Timestamp("2020-01-01"), "closed_at": pd.NaT})
+    audience = pd.DataFrame({"customer_id": ids, "tier": ["personalised", "basic", "basic"]})
+    out = matching_decisions(audience, customers, checks, policy).set_index("customer_id")["reason"].to_dict()
+    assert out == {"KEEP": "exported", "LATE": "customer_matching_reserved", "GRANTED": "customer_matching_reserved"}
+    only_then = matching_decisions(audience, customers, checks[:1], policy).set_index("customer_id")["reason"].to_dict()
+    assert only_then["LATE"] == "exported"  # the instant alone would have let it through
 
 
 def test_purge_deletes_only_exports_due_on_or_before_the_date(tmp_path):
