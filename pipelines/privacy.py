@@ -54,7 +54,9 @@ def export(settings: Settings, customer_id: str, progress: Callable[[str], None]
     raw, why = privacy.raw_relation(settings)
     if raw is None:
         progress(f"raw extracts not readable ({why}): consents, reservations and the customer record are left out")
-    document = privacy.access_document(settings, raw, customer_id, datetime.now(timezone.utc))
+    document = privacy.access_document(settings, raw, customer_id, datetime.now(timezone.utc), why)
+    for section, reason in document["not_read"].items():
+        progress(f"warning: section {section} is left out of the export: {reason}")
     return privacy.write_access_export(settings, document)
 
 

@@ -1057,7 +1057,7 @@ def plain(value: object) -> object:
     return value
 
 
-def access_document(settings: Settings, raw: Raw | None, customer_id: str, now: datetime) -> dict:
+def access_document(settings: Settings, raw: Raw | None, customer_id: str, now: datetime, raw_problem: str = "") -> dict:
     """Everything the project's stores hold about a customer, machine-readable.
 
     Sections: customer (the raw record the project reads), consents and reservations
@@ -1065,7 +1065,9 @@ def access_document(settings: Settings, raw: Raw | None, customer_id: str, now: 
     features (every row per view, with its category), scores, processing (per scoring:
     purpose, tier, legal basis, FeatureService, the data categories and views it read),
     campaigns, campaign_log, bank_campaign_history, matching_exports, stores (rows held
-    per store). Raises ``MissingInputError`` for a customer no store and no extract knows.
+    per store), not_read (section -> why it could not be read: ``raw`` is None, with
+    ``raw_problem`` as the reason, or its table is absent or unreadable). Raises
+    ``MissingInputError`` for a customer no store and no extract knows.
     """
     policy, catalogue = settings.policy, settings.catalogue
     cid = str(customer_id)
@@ -1080,12 +1082,26 @@ def access_document(settings: Settings, raw: Raw | None, customer_id: str, now: 
                 return []
             return _records(con, f"SELECT * FROM {_parquet(path)} WHERE {where} {order}")
 
-        customer = consents = reservations = bank_campaigns = []
-        if raw is not None:
-            customer = _safe_records(con, f"SELECT * FROM {raw('customers')} WHERE {where}")
-            consents = _safe_records(con, f"SELECT * FROM {raw('consent_events')} WHERE {where} ORDER BY event_time, purpose")
-            reservations = _safe_records(con, f"SELECT * FROM {raw('reservation_events')} WHERE {where} ORDER BY event_time, scope")
-            bank_campaigns = _safe_records(con, f"SELECT * FROM {raw('campaign_log')} WHERE {where} ORDER BY sent_at, campaign_id")
+        # A raw section that cannot be read is named in ``not_read`` with the reason: the
+        # document never passes an unread section off as "holds nothing".
+        not_read: dict[str, str] = {}
+
+        def raw_rows(section: str, table: str, order: str) -> list[dict]:
+            if raw is None:
+                not_read[section] = f"raw extracts not readable: {raw_problem or 'not given'}"
+                return []
+            try:
+                return _records(con, f"SELECT * FROM {raw(table)} WHERE {where} ORDER BY {order}")
+            except MissingInputError:
+                not_read[section] = f"the raw folder has no {table} extract"
+            except duckdb.Error as exc:
+                not_read[section] = f"the raw {table} extract could not be read: {str(exc).splitlines()[0]}"
+            return []
+
+        customer = raw_rows("customer", "customers", "customer_id")
+        consents = raw_rows("consents", "consent_events", "event_time, purpose")
+        reservations = raw_rows("reservations", "reservation_events", "event_time, scope")
+        bank_campaigns = raw_rows("bank_campaign_history", "campaign_log", "sent_at, campaign_id")
         intervals = rows_of(settings.features_dir / TIER_INTERVALS, "ORDER BY valid_from")
         features = []
         for view in view_specs(policy, catalogue):
@@ -1110,7 +1126,8 @@ def access_document(settings: Settings, raw: Raw | None, customer_id: str, now: 
     if not known and not suppressed:
         raise MissingInputError(f"customer {cid!r} is in neither the raw customers table nor any store under {data}")
 
-    state_now = _state_now(settings, consents, reservations, cid, now) if raw is not None else {}
+    readable = raw is not None and "consents" not in not_read and "reservations" not in not_read
+    state_now = _state_now(settings, consents, reservations, cid, now) if readable else {}
     return {
         "schema": EXPORT_SCHEMA,
         "customer_id": cid,
@@ -1137,14 +1154,8 @@ def access_document(settings: Settings, raw: Raw | None, customer_id: str, now: 
         "training": "models are trained on customer-snapshots of the tiers their categories allow (POLICY.md rule 3); "
         "no training row is stored by the project",
         "stores": _store_counts(features, intervals, scores, campaigns, log, matching_exports),
+        "not_read": not_read,
     }
-
-
-def _safe_records(con: duckdb.DuckDBPyConnection, query: str) -> list[dict]:
-    try:
-        return _records(con, query)
-    except (duckdb.Error, MissingInputError):
-        return []  # an optional raw table that is absent
 
 
 def _state_now(settings: Settings, consents: list[dict], reservations: list[dict], cid: str, now: datetime) -> dict:
@@ -1284,6 +1295,8 @@ def export_html(document: dict) -> str:
         "matching_exports": "Customer-matching exports (hashed e-mail/phone)",
         "stores": "Rows held per store",
     }
+    for section, reason in document.get("not_read", {}).items():
+        parts.append(f"<p><strong>Not read:</strong> {html.escape(section)}: {html.escape(reason)}</p>")
     for key, title in titles.items():
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(_html_value(document.get(key)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -251,6 +252,23 @@ def test_access_export_matches_the_documented_json_schema(world):
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((ROOT / "docs" / "access-export.schema.json").read_text())
     jsonschema.validate(world[2].document, schema)
+    assert world[2].document["not_read"] == {}
+
+
+def test_access_export_names_the_raw_sections_it_could_not_read(world, tmp_path):
+    settings = world[0]
+    raw_copy = tmp_path / "raw"
+    shutil.copytree(settings.raw_dir, raw_copy)
+    [log_file] = raw_copy.glob("campaign_log.*")
+    log_file.write_bytes(b"not a table")
+    now = datetime.now(timezone.utc)
+    doc = privacy.access_document(settings, contract.locate(raw_copy).relation, X, now)
+    assert list(doc["not_read"]) == ["bank_campaign_history"] and "could not be read" in doc["not_read"]["bank_campaign_history"]
+    assert doc["bank_campaign_history"] == [] and doc["consents"]["events"] and doc["tier_now"] == "personalised"
+    blind = privacy.access_document(settings, None, X, now, "input refused: 1 contract violation(s)")
+    assert sorted(blind["not_read"]) == ["bank_campaign_history", "consents", "customer", "reservations"]
+    assert "input refused" in blind["not_read"]["consents"] and blind["tier_now"] is None
+    assert "Not read:" in privacy.export_html(blind)
 
 
 # ----------------------------------------------------------------------------- erasure
