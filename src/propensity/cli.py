@@ -319,7 +319,7 @@ def campaign_responses(
 @handled
 def campaign_evaluate(
     campaign: Annotated[str, typer.Argument(help="campaign_id of a built campaign.")],
-    confidence: Annotated[float, typer.Option(help="Confidence level of the uplift interval.")] = 0.95,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="Confidence level of the uplift interval, a share (0.95 for 95 %).")] = 0.95,
     conf: ConfOption = None,
 ) -> None:
     """Conversion of treated vs control customers, overall and per decile, with the uplift's
@@ -523,7 +523,7 @@ def explain(
     customer: Annotated[str, typer.Option("--customer", help="customer_id")],
     product: Annotated[str, typer.Option("--product", help="Product id of the catalogue.")],
     date_: Annotated[str, typer.Option("--date", help="Snapshot date (a month end with features, YYYY-MM-DD).")],
-    top: Annotated[int, typer.Option("--top", help="Number of reasons to print.")] = 5,
+    top: Annotated[int, typer.Option("--top", min=1, help="Number of reasons to print.")] = 5,
     conf: ConfOption = None,
 ) -> None:
     """Print the top reasons behind a customer's score (permitted categories only).

@@ -48,3 +48,15 @@ def test_scoring_without_a_feature_store_says_what_to_run(data):
     result = runner.invoke(app, ["score"])
     assert result.exit_code == 1
     assert "propensity features build" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["campaign", "evaluate", "any", "--confidence", "95"], "--confidence"),
+        (["explain", "--customer", "C1", "--product", "mortgage", "--top", "0"], "--top"),
+    ],
+)
+def test_an_out_of_range_option_is_a_usage_error_naming_it(data, args, option):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and option in result.output and "Traceback" not in result.output
