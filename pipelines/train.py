@@ -12,17 +12,14 @@ from collections.abc import Callable, Sequence
 
 from propensity import contract
 from propensity.config import Settings, load_settings
-from propensity.errors import ConfigError
-from propensity.registry import train_all
+from propensity.registry import train_all, training_selection
 from propensity.store import FeatureStore
 from propensity.train import TrainingResult
 
 
 def run(settings: Settings, products: Sequence[str] | None = None, tiers: Sequence[str] | None = None,
         progress: Callable[[str], None] = print, store: FeatureStore | None = None) -> TrainingResult:
-    unknown = sorted(set(products or ()) - set(settings.catalogue.ids))
-    if unknown:
-        raise ConfigError(f"unknown product(s) {unknown}; the catalogue (models/products.yaml) has {list(settings.catalogue.ids)}")
+    training_selection(settings, products, tiers)  # an unknown product or tier fails before anything is written
     progress(f"validating extracts in {settings.raw_dir}")
     raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
     store = store or FeatureStore(settings)

@@ -353,6 +353,23 @@ def _tier_features(store: FeatureStore, entity: pd.DataFrame, tier: str) -> tupl
     return compact_features(frames[tier], columns, strings), columns, strings
 
 
+def training_selection(
+    settings: Settings, products: Sequence[str] | None, tiers: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The products (default: the catalogue) and tiers (default: both served tiers) to
+    train; ``ConfigError`` naming any unknown one."""
+    catalogue = settings.catalogue
+    products = list(products) if products else list(catalogue.ids)
+    tiers = list(tiers) if tiers else list(SERVICES)
+    unknown = [t for t in tiers if t not in SERVICES]
+    if unknown:
+        raise ConfigError(f"unknown tier(s) {unknown}; models exist for {list(SERVICES)}")
+    unknown = [p for p in products if p not in catalogue.products]
+    if unknown:
+        raise ConfigError(f"unknown product(s) {unknown}; the catalogue (models/products.yaml) has {list(catalogue.ids)}")
+    return products, tiers
+
+
 def train_all(
     settings: Settings,
     store: FeatureStore,
@@ -369,18 +386,12 @@ def train_all(
     Returns the per product × tier table (``TrainingResult.table``). A product whose data
     cannot fill the windows, or a product × tier whose window lacks a class, is skipped
     and named in ``TrainingResult.skipped`` with the reason; the others are trained.
-    Raises ``MissingInputError`` when no product can be trained (or no feature store).
+    Raises ``MissingInputError`` when no model can be trained (or no feature store), and
+    ``ConfigError`` for an unknown product or tier (:func:`training_selection`).
     """
     started = time.perf_counter()
     catalogue, policy = settings.catalogue, settings.policy
-    products = list(products) if products else list(catalogue.ids)
-    tiers = list(tiers) if tiers else list(SERVICES)
-    unknown = [t for t in tiers if t not in SERVICES]
-    if unknown:
-        raise ConfigError(f"unknown tier(s) {unknown}; models exist for {list(SERVICES)}")
-    unknown = [p for p in products if p not in catalogue.products]
-    if unknown:
-        raise ConfigError(f"unknown product(s) {unknown}; the catalogue (models/products.yaml) has {list(catalogue.ids)}")
+    products, tiers = training_selection(settings, products, tiers)
     snapshots = [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
     data_end = snapshots[-1]
 
@@ -449,6 +460,9 @@ def train_all(
                     + f" {'promoted' if row['promoted'] else 'kept v' + str(row['champion_version'])}"
                     + f" {row['seconds']:.1f} s"
                 )
+        if not rows:
+            # The parent run ends as failed: a job that trained nothing must not look done.
+            raise MissingInputError("no model could be trained: " + "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())))
         table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         summary = table[["product", "tier", "version", "promoted", "auc", "oracle_auc", "ece"]]
         mlflow.log_text(summary.to_csv(index=False), "summary.csv")

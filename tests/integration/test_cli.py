@@ -60,3 +60,9 @@ def test_scoring_without_a_feature_store_says_what_to_run(data):
 def test_an_out_of_range_option_is_a_usage_error_naming_it(data, args, option):
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and option in result.output and "Traceback" not in result.output
+
+
+def test_an_unknown_tier_is_refused_before_anything_is_written(data):
+    result = runner.invoke(app, ["train", "--tiers", "personalized"])
+    assert result.exit_code == 1 and "unknown tier(s) ['personalized']" in result.output
+    assert list(data.iterdir()) == []  # no Feast registry, no MLflow store

@@ -31,6 +31,7 @@ from propensity.registry import client, list_champions, load_champion, model_nam
 from propensity.snapshots import snapshot_instant
 from propensity.store import FeatureStore
 from propensity.train import dataset_fingerprint, time_split
+from tests.bank import TinyBank
 
 ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS, MONTHS = 10000, 20
@@ -195,3 +196,21 @@ def test_list_champions_has_one_row_per_model(bank):
 def test_missing_champion_is_refused_with_its_name(bank):
     with pytest.raises(MissingInputError, match="propensity-car_loan-basic"):
         load_champion(bank["settings"], "car_loan", "basic")
+
+
+def test_a_job_that_can_train_no_model_fails_naming_every_skip(tmp_path):
+    bank = TinyBank()
+    for cid in ("A", "B", "C"):
+        bank.customer(cid)
+        for month in pd.date_range("2023-01-31", "2024-09-30", freq="ME"):
+            bank.balance(cid, month.date().isoformat(), "current", 1000.0)
+    bank.write(tmp_path / "raw")  # no customer ever starts a product: no window has a positive
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    raw = validate(settings.raw_dir, settings.policy, settings.catalogue)
+    build_offline_store(settings, raw.relation)
+    store = FeatureStore(settings)
+    store.apply()
+    with pytest.raises(MissingInputError, match="no model could be trained: propensity-mortgage-basic: mortgage / basic"):
+        train_all(settings, store, raw, products=["mortgage"], tiers=["basic"], progress=lambda _: None)
+    failed = client(settings).search_runs([r.experiment_id for r in client(settings).search_experiments()])
+    assert [r.info.status for r in failed] == ["FAILED"]
