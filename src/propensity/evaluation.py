@@ -125,13 +125,13 @@ def classification_metrics(y: Sequence[float], p: Sequence[float], ece_bins: int
 
 
 # ------------------------------------------------------------------------------- report
-def _png(figure) -> str:
+def png_base64(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figure(width: float = 5.0, height: float = 3.6):
+def new_figure(width: float = 5.0, height: float = 3.6):
     from matplotlib.figure import Figure  # no pyplot: no global figure registry, no GUI backend
 
     figure = Figure(figsize=(width, height))
@@ -139,7 +139,7 @@ def _figure(width: float = 5.0, height: float = 3.6):
 
 
 def roc_figure(y: np.ndarray, curves: Mapping[str, np.ndarray]) -> str:
-    figure, ax = _figure()
+    figure, ax = new_figure()
     for label, p in curves.items():
         if np.unique(y).size < 2:
             break
@@ -150,41 +150,41 @@ def roc_figure(y: np.ndarray, curves: Mapping[str, np.ndarray]) -> str:
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC, test window")
     ax.legend(loc="lower right", fontsize=8)
-    return _png(figure)
+    return png_base64(figure)
 
 
 def calibration_figure(y: np.ndarray, p: np.ndarray, bins: int) -> str:
     table = calibration_table(y, p, bins)
-    figure, ax = _figure()
+    figure, ax = new_figure()
     top = float(max(table["mean_probability"].max(), table["positive_rate"].max(), 1e-6)) * 1.05
     ax.plot([0, top], [0, top], linestyle=":", color="grey")
     ax.plot(table["mean_probability"], table["positive_rate"], marker="o")
     ax.set_xlabel("mean predicted probability (equal-mass bins)")
     ax.set_ylabel("observed positive rate")
     ax.set_title("Calibration, test window")
-    return _png(figure)
+    return png_base64(figure)
 
 
 def lift_figure(y: np.ndarray, p: np.ndarray) -> str:
     table = lift_by_decile(y, p)
-    figure, ax = _figure()
+    figure, ax = new_figure()
     ax.bar(table["decile"], table["lift"])
     ax.axhline(1.0, linestyle=":", color="grey")
     ax.set_xticks(table["decile"])
     ax.set_xlabel("decile of the score (1 = highest)")
     ax.set_ylabel("lift over the base rate")
     ax.set_title("Lift by decile, test window")
-    return _png(figure)
+    return png_base64(figure)
 
 
 def importance_figure(importance: pd.Series, top: int = 20) -> str:
     shown = importance.sort_values(ascending=False).head(top)[::-1]
-    figure, ax = _figure(5.5, max(2.5, 0.22 * len(shown) + 1))
+    figure, ax = new_figure(5.5, max(2.5, 0.22 * len(shown) + 1))
     ax.barh(shown.index.astype(str), shown.to_numpy())
     ax.set_xlabel("total gain")
     ax.set_title(f"Feature importance (top {len(shown)})")
     ax.tick_params(axis="y", labelsize=7)
-    return _png(figure)
+    return png_base64(figure)
 
 
 def report_html(

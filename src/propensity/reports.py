@@ -24,9 +24,7 @@ gets a message and nothing is read.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +45,8 @@ from propensity.evaluation import (
     html_page,
     importance_figure,
     lift_figure,
+    new_figure,
+    png_base64,
     roc_auc,
     roc_figure,
 )
@@ -95,19 +95,6 @@ _TOKEN = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 # ======================================================================= HTML plumbing
-def _figure(width: float = 5.0, height: float = 3.6):
-    from matplotlib.figure import Figure  # no pyplot: no global figure registry, no GUI backend
-
-    figure = Figure(figsize=(width, height))
-    return figure, figure.add_subplot(1, 1, 1)
-
-
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def table_html(frame: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
     if frame.empty:
         return "<p><em>none</em></p>"
@@ -408,17 +395,17 @@ def score_quantiles(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def tier_counts_figure(counts: pd.DataFrame) -> str:
-    figure, ax = _figure(4.5, 3.0)
+    figure, ax = new_figure(4.5, 3.0)
     ax.bar(counts["tier"], counts["customers"], color=["#4c72b0", "#55a868", "#c44e52"][: len(counts)])
     ax.set_ylabel("customers")
     ax.set_title("Customers per tier")
-    return _png(figure)
+    return png_base64(figure)
 
 
 def score_distribution_figure(scores: pd.DataFrame, product: str) -> str:
     """Histogram of one product's probabilities, one outline per tier."""
     rows = scores[scores["product"] == product]
-    figure, ax = _figure()
+    figure, ax = new_figure()
     top = float(rows["probability"].max()) if len(rows) else 1.0
     bins = np.linspace(0.0, max(top, 1e-6), HISTOGRAM_BINS + 1)
     for tier, group in rows.groupby("tier", sort=True, observed=True):
@@ -428,12 +415,12 @@ def score_distribution_figure(scores: pd.DataFrame, product: str) -> str:
     ax.set_ylabel("customers (log scale)")
     ax.set_title(f"Scores of {product}")
     ax.legend(fontsize=8)
-    return _png(figure)
+    return png_base64(figure)
 
 
 def realised_lift_figure(deciles: pd.DataFrame, product: str) -> str:
     """Realised lift by decile for one product, a line per score date."""
-    figure, ax = _figure()
+    figure, ax = new_figure()
     for day, group in deciles[deciles["product"] == product].groupby("score_date", sort=True, observed=True):
         ax.plot(group["decile"], group["lift"], marker="o", label=str(day))
     ax.axhline(1.0, linestyle=":", color="grey")
@@ -442,7 +429,7 @@ def realised_lift_figure(deciles: pd.DataFrame, product: str) -> str:
     ax.set_ylabel("realised lift over the conversion rate")
     ax.set_title(f"Realised lift, {product}")
     ax.legend(fontsize=8, title="score date")
-    return _png(figure)
+    return png_base64(figure)
 
 
 def monitoring_sections(monitoring: Monitoring) -> list[Section]:
