@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from propensity.config import Catalogue, Policy
@@ -113,8 +114,8 @@ def eligible_not_holding(
 ) -> pd.DataFrame:
     """The customer × product pairs that may get a score at date ``at``.
 
-    Returns customer_id, product, group_data_sharing (as of the end of day ``at``), sorted
-    by product and customer: customers at ``at``, eligible for the product at ``at``, and
+    Returns customer_id and product (categoricals with sorted categories) and
+    group_data_sharing (as of the end of day ``at``), sorted by product and customer: customers at ``at``, eligible for the product at ``at``, and
     not holding it — for a group-company product, "not holding" is checked only where
     group data sharing is active (without it the holding is unknown to us and the
     customer is scored). The tier is not applied: the feature store drops ``excluded``.
@@ -124,11 +125,42 @@ def eligible_not_holding(
     windows = pd.DataFrame({"product": products, "snapshot_date": [at] * len(products)})
     windows["window_start"] = at
     windows["window_end"] = at
-    query = """
-        SELECT customer_id, product, group_data_sharing FROM candidates_
-        ORDER BY product, customer_id
-    """
-    return _run(con, raw, catalogue, policy, windows, query, holding_known_only_with_sharing=True)[CANDIDATE_COLUMNS]
+    return _run(con, raw, catalogue, policy, windows, _coded_candidates, holding_known_only_with_sharing=True)
+
+
+def _coded_candidates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """``candidates_`` with customer_id and product as categoricals (sorted categories), so
+    that millions of pairs are codes over one list of customers, not millions of strings."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE codes_ AS
+        SELECT customer_id, CAST(row_number() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS customer_code
+        FROM (SELECT DISTINCT customer_id FROM candidates_)
+        """
+    )
+    try:
+        customers = con.execute("SELECT CAST(customer_id AS VARCHAR) AS customer_id FROM codes_ ORDER BY customer_code").fetchnumpy()
+        products = sorted(con.execute("SELECT DISTINCT product FROM candidates_").fetchnumpy()["product"].tolist())
+        con.register("product_codes_", pd.DataFrame({"product": products, "product_code": np.arange(len(products), dtype=np.int16)}))
+        try:
+            rows = con.execute(
+                """
+                SELECT k.customer_code, p.product_code, c.group_data_sharing
+                FROM candidates_ c JOIN codes_ k USING (customer_id) JOIN product_codes_ p USING (product)
+                ORDER BY p.product_code, k.customer_code
+                """
+            ).fetchnumpy()
+        finally:
+            con.unregister("product_codes_")
+    finally:
+        con.execute("DROP TABLE IF EXISTS codes_")
+    return pd.DataFrame(
+        {
+            "customer_id": pd.Categorical.from_codes(np.asarray(rows["customer_code"]), categories=pd.Index(customers["customer_id"], dtype=object)),
+            "product": pd.Categorical.from_codes(np.asarray(rows["product_code"]), categories=pd.Index(products, dtype=object)),
+            "group_data_sharing": np.asarray(rows["group_data_sharing"], dtype=bool),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- the SQL
@@ -198,11 +230,12 @@ def _run(
     catalogue: Catalogue,
     policy: Policy,
     windows: pd.DataFrame,
-    query: str,
+    query: str | Callable[[duckdb.DuckDBPyConnection], pd.DataFrame],
     *,
     holding_known_only_with_sharing: bool,
 ) -> pd.DataFrame:
-    """Create ``candidates_`` (members, eligible, not holding) for each window row, run ``query``.
+    """Create ``candidates_`` (members, eligible, not holding) for each window row, run
+    ``query`` (SQL, or a function of the connection returning the frame).
 
     ``windows`` has product, snapshot_date, window_start, window_end. With
     ``holding_known_only_with_sharing`` a group-company product's holding is looked up
@@ -260,13 +293,14 @@ def _run(
               )
             """
         )
-        frame = con.execute(query).df()
+        frame = query(con) if callable(query) else con.execute(query).df()
     finally:
         for name in names:
             con.unregister(name)
         con.execute("DROP TABLE IF EXISTS candidates_")
         con.execute("DROP TABLE IF EXISTS agreements_")
-    frame["customer_id"] = frame["customer_id"].astype(str)
+    if not isinstance(frame["customer_id"].dtype, pd.CategoricalDtype):
+        frame["customer_id"] = frame["customer_id"].astype(str)
     if "snapshot_date" in frame.columns:
         frame["snapshot_date"] = pd.to_datetime(frame["snapshot_date"]).dt.date
     if "group_data_sharing" in frame.columns:

@@ -98,9 +98,8 @@ def score_frame(
     # Customers and products are coded once (sorted values -> integer codes), so that
     # selecting, taking and ranking work on integers; the per-model columns are
     # categoricals built from one small table of parts.
-    candidate_customer, customers = pd.factorize(candidates[ENTITY], sort=True)
-    candidate_product, product_ids = pd.factorize(candidates["product"], sort=True)
-    customers = pd.Index(customers)
+    candidate_customer, customers = _sorted_codes(candidates[ENTITY])
+    candidate_product, product_ids = _sorted_codes(candidates["product"])
     ids, probabilities, part_of, meta = [], [], [], []
     for tier, frame in features.items():
         if frame.empty:
@@ -163,6 +162,15 @@ def score_frame(
     return scores[SCORE_COLUMNS]
 
 
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes of ``values`` over their sorted distinct values. A categorical (as
+    candidates come) is read through its codes: no hashing of millions of strings."""
+    values = values.astype("category").cat.remove_unused_categories()
+    if not values.cat.categories.is_monotonic_increasing:
+        values = values.cat.reorder_categories(values.cat.categories.sort_values())
+    return values.cat.codes.to_numpy(dtype=np.int64), pd.Index(values.cat.categories.astype(object))
+
+
 def _per_part(values: pd.Series, part: np.ndarray) -> pd.Categorical:
     """A categorical column holding, for each row, the value of its part."""
     categories = sorted(values.unique())
@@ -173,10 +181,17 @@ def _per_part(values: pd.Series, part: np.ndarray) -> pd.Categorical:
 def _ranking(product_code: np.ndarray, probability: np.ndarray, customer_code: np.ndarray):
     """The row order (product, then highest probability, ties by customer) and each
     ordered row's rank (1-based) and decile within its product."""
-    order = np.lexsort((customer_code, -probability, product_code))
+    # Grouped by product (a stable integer sort), then each product by customer and by
+    # descending probability with stable sorts: the order of one three-key lexsort, in
+    # about half its time.
+    order = np.argsort(product_code, kind="stable")
     sorted_groups = product_code[order]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     sizes = np.diff(np.r_[starts, len(sorted_groups)])
+    for start, size in zip(starts, sizes):
+        rows = order[start : start + size]
+        rows = rows[np.argsort(customer_code[rows], kind="stable")]
+        order[start : start + size] = rows[np.argsort(-probability[rows], kind="stable")]
     rank = np.arange(len(sorted_groups)) - np.repeat(starts, sizes) + 1
     decile = np.ceil(rank * 10 / np.repeat(sizes, sizes))
     return order, rank.astype("int64"), decile.astype("int64")
@@ -268,7 +283,7 @@ def run_scoring(
         t0 = time.perf_counter()
         candidates = candidates_at(day)
         candidates = candidates[candidates["product"].isin(products)]
-        customers = pd.DataFrame({ENTITY: np.sort(candidates[ENTITY].unique())})
+        customers = pd.DataFrame({ENTITY: _sorted_codes(candidates[ENTITY])[1].to_numpy()})
         customers[TIMESTAMP] = snapshot_instant(day)
         features = store.historical_features(customers)  # excluded rows are dropped before any read
         by_tier = {t: len(features.get(t, ())) for t in SERVED_TIERS}

@@ -62,6 +62,34 @@ def load_definitions(repo: Path):
     return module
 
 
+def _unchecked(target=None, **_options):
+    """Stands in for ``typeguard.typechecked`` (bare or with options): no instrumentation."""
+    return target if target is not None else (lambda function: function)
+
+
+def import_feast() -> None:
+    """Import Feast, with typeguard's ``@typechecked`` as the identity while it loads.
+
+    Feast decorates its API classes with ``@typechecked``. typeguard 4 instruments each
+    decorated function when the module is imported, by re-parsing and re-compiling the
+    module's source: about 4.5 s on two cores in every process that touches the store
+    (typeguard issue #468). The checks catch callers passing wrong types to Feast's API;
+    this module passes only objects it built, and the tests run the real calls. Other
+    users of typeguard keep the real decorator: it is restored once Feast is loaded.
+    """
+    if "feast" in sys.modules:
+        return
+    import typeguard
+
+    original = typeguard.typechecked
+    typeguard.typechecked = _unchecked
+    try:
+        import feast  # noqa: F401
+        import feast.feature_store  # noqa: F401
+    finally:
+        typeguard.typechecked = original
+
+
 class FeatureStore:
     """Consent-gated access to the Feast feature store of one data folder.
 
@@ -69,6 +97,7 @@ class FeatureStore:
     """
 
     def __init__(self, settings: Settings):
+        import_feast()
         from feast import FeatureStore as _FeastStore
         from feast.infra.registry.sql import SqlRegistryConfig
         from feast.repo_config import RepoConfig
@@ -192,15 +221,17 @@ class FeatureStore:
         table = self._point_in_time_job(keys, service).to_arrow()
         table = table.take(pa.array(np.argsort(table.column("_row").to_numpy(), kind="stable")))
         carried = rows.drop(columns=[ENTITY, TIMESTAMP]).sort_values("_row", kind="stable").reset_index(drop=True)
-        if table.num_rows == len(carried) and np.array_equal(table.column("_row").to_numpy(), carried["_row"].to_numpy()):
-            names = [ENTITY, TIMESTAMP, *carried.columns, *(c for c in table.column_names if c not in (ENTITY, TIMESTAMP, "_row"))]
-            carried_arrow = pa.Table.from_pandas(carried, preserve_index=False)
-            columns = [table.column(n) if n in table.column_names else carried_arrow.column(n) for n in names]
-            result = pa.Table.from_arrays(columns, names=names).to_pandas()
-        else:
-            result = table.to_pandas()  # the guard below refuses it
-        self.guard(rows, result, service)
-        return result.drop(columns="_row")
+        returned = table.column("_row").to_numpy()
+        if table.num_rows != len(carried) or not np.array_equal(returned, carried["_row"].to_numpy()):
+            self.guard(rows, table.to_pandas(), service)  # refuses the lost or gained rows
+        # "_row" stays out of the frame (dropping a column of a wide frame copies it all).
+        names = [ENTITY, TIMESTAMP, *(c for c in carried.columns if c != "_row"),
+                 *(c for c in table.column_names if c not in (ENTITY, TIMESTAMP, "_row"))]
+        carried_arrow = pa.Table.from_pandas(carried, preserve_index=False)
+        columns = [table.column(n) if n in table.column_names else carried_arrow.column(n) for n in names]
+        result = pa.Table.from_arrays(columns, names=names).to_pandas()
+        self.guard(rows, result, service, returned)
+        return result
 
     def _point_in_time_job(self, keys: pd.DataFrame, service: str):
         """Feast's point-in-time join (the DuckDB offline store's own ``ibis`` plan) of a
@@ -246,11 +277,13 @@ class FeatureStore:
             data_source_writer=no_writes,
         )
 
-    def guard(self, rows_in: pd.DataFrame, rows_out: pd.DataFrame, service: str) -> None:
-        """The output lock: row counts kept, no forbidden value present. Raises, never fixes."""
-        if len(rows_in) != len(rows_out) or not np.array_equal(
-            np.sort(rows_in["_row"].to_numpy()), rows_out["_row"].to_numpy()
-        ):
+    def guard(self, rows_in: pd.DataFrame, rows_out: pd.DataFrame, service: str, returned_rows: np.ndarray | None = None) -> None:
+        """The output lock: row counts kept, no forbidden value present. Raises, never fixes.
+
+        ``returned_rows``: the entity row numbers of ``rows_out`` in order (default: its
+        ``_row`` column)."""
+        returned = rows_out["_row"].to_numpy() if returned_rows is None else returned_rows
+        if len(rows_in) != len(rows_out) or not np.array_equal(np.sort(rows_in["_row"].to_numpy()), returned):
             raise PrivacyGuardError(
                 f"feature retrieval through service {service!r} returned {len(rows_out)} rows for "
                 f"{len(rows_in)} entity rows; refusing a dataset that lost or gained rows"

@@ -211,13 +211,11 @@ class FeatureFrame(TransformerMixin, BaseEstimator):
         return np.asarray(self.features, dtype=object)
 
 
-def _numbers_block(frame: pd.DataFrame) -> np.ndarray:
-    """Numeric columns as float32 (missing = NaN), as ``FeatureFrame`` types them."""
-    if all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in frame.dtypes):
-        return frame.to_numpy(dtype=np.float32, na_value=np.nan)
-    return np.column_stack(
-        [pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan) for c in frame.columns]
-    )
+def _number_column(values: pd.Series) -> np.ndarray:
+    """A numeric column as float32 (missing = NaN), as ``FeatureFrame`` types it."""
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        return values.to_numpy(dtype=np.float32, na_value=np.nan)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
 
 
 def _ordinal_codes(values: pd.Series, categories: np.ndarray) -> np.ndarray:
@@ -477,7 +475,7 @@ class CalibratedModel:
     def encode_matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """:meth:`encode` as one C-contiguous float32 matrix (every encoded column is
         float32, so this is also what LightGBM converts the encoded frame to), built a
-        block at a time: numbers in one conversion, strings as codes against the fitted
+        column at a time: numbers converted, strings as codes against the fitted
         categories. Rows can then be taken and predicted without a per-model conversion.
         Equal to ``encode(frame).to_numpy()`` (tested)."""
         self.pipeline.named_steps["frame"].transform(frame.head(0))  # refuses missing columns
@@ -490,7 +488,9 @@ class CalibratedModel:
                 for i, name in enumerate(names):
                     out[:, j + i] = _ordinal_codes(frame[name], transformer.categories_[i])
             elif transformer == "passthrough" or (isinstance(transformer, FunctionTransformer) and transformer.func is None):
-                out[:, j : j + len(names)] = _numbers_block(frame[names])
+                # Column by column: selecting the columns first would copy the frame.
+                for i, name in enumerate(names):
+                    out[:, j + i] = _number_column(frame[name])
             else:  # a step this shortcut does not know: the pipeline's own transform
                 return np.ascontiguousarray(self.encode(frame).to_numpy(dtype=np.float32))
             j += len(names)

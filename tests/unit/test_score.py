@@ -3,12 +3,15 @@ from __future__ import annotations
 import json
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from propensity.config import load_settings
 from propensity.errors import MissingInputError
-from propensity.score import rank_within_product, resolve_score_date
+from propensity.score import _ranking, rank_within_product, resolve_score_date
 from tests.conftest import ROOT
 
 
@@ -54,3 +57,18 @@ def test_no_feature_store_is_a_clear_error(tmp_path):
     settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
     with pytest.raises(MissingInputError, match="run `propensity features build`"):
         resolve_score_date(settings, None)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 30), st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0])), max_size=60))
+def test_ranking_orders_by_product_then_probability_then_customer(rows):
+    rows = list({(p, c): q for p, c, q in rows}.items())  # one row per product and customer
+    product = np.array([p for (p, _), _ in rows], dtype=np.int64)
+    customer = np.array([c for (_, c), _ in rows], dtype=np.int64)
+    probability = np.array([q for _, q in rows], dtype=np.float64)
+    order, rank, decile = _ranking(product, probability, customer)
+    assert np.array_equal(order, np.lexsort((customer, -probability, product)))
+    for p in np.unique(product):
+        ranks = rank[product[order] == p]
+        assert ranks.tolist() == list(range(1, len(ranks) + 1))
+    assert ((decile >= 1) & (decile <= 10)).all()
