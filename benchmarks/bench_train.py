@@ -4,7 +4,8 @@ the logistic baseline and print the ratios against the targets. Never asserts.
     .venv/bin/python benchmarks/bench_train.py --customers 20000 --months 24
     .venv/bin/python benchmarks/bench_train.py --data-dir /tmp/bank   # reuse a generated bank
 
-Targets (printed as ratios): test AUC within 0.02 of the oracle AUC, ECE below 0.02,
+Targets (printed as ratios): personalised test AUC within 0.02 of the oracle AUC for every
+product with at least 200 test positives, ECE below 0.02,
 LightGBM beats the logistic regression, 24 models in under 10 minutes at 100k customers
 (the time is extrapolated linearly in the number of customers).
 """
@@ -23,6 +24,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 AUC_GAP_TARGET = 0.02
+MIN_TEST_POSITIVES = 200  # the AUC target applies to personalised models with this many test positives
 ECE_TARGET = 0.02
 TIME_TARGET_SECONDS = 600.0
 TIME_TARGET_CUSTOMERS = 100_000
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     table["ece_ok"] = table["ece"] < ECE_TARGET
     table["beats_logistic"] = table["auc"] > table["logistic_auc"]
     shown = table[["product", "tier", "auc", "oracle_auc", "gap", "oracle_now_auc", "gap_now", "ece", "lift", "logistic_auc", "calibration",
-                   "best_iteration", "rows_train", "rows_test", "seconds", "promoted", "auc_ok", "ece_ok", "beats_logistic"]]
+                   "best_iteration", "rows_train", "rows_test", "positives_test", "seconds", "promoted", "auc_ok", "ece_ok", "beats_logistic"]]
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 30)
     print()
@@ -105,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     n_models = len(table)
     scaled = timings["train_all"] * (TIME_TARGET_CUSTOMERS / args.customers) * (24 / max(n_models, 1))
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    print(f"AUC within {AUC_GAP_TARGET} of oracle: {int(table['auc_ok'].sum())}/{n_models} "
+    held = table[(table["tier"] == "personalised") & (table["positives_test"] >= MIN_TEST_POSITIVES)]
+    print(f"target models (personalised, >= {MIN_TEST_POSITIVES} test positives): {len(held)}; "
+          f"within {AUC_GAP_TARGET} of the oracle: {int(held['auc_ok'].sum())}/{len(held)} "
+          f"(max gap {held['gap'].max():.3f}, ratio max/target {held['gap'].max() / AUC_GAP_TARGET:.2f}); "
+          f"of the oracle at t: {int((held['gap_now'] <= AUC_GAP_TARGET).sum())}/{len(held)} "
+          f"(max gap {held['gap_now'].max():.3f})")
+    print(f"AUC within {AUC_GAP_TARGET} of oracle, all models: {int(table['auc_ok'].sum())}/{n_models} "
           f"(median gap {table['gap'].median():.3f}, max {table['gap'].max():.3f}); "
           f"within {AUC_GAP_TARGET} of the oracle at t: {int((table['gap_now'] <= AUC_GAP_TARGET).sum())}/{n_models}")
     print(f"ECE < {ECE_TARGET}: {int(table['ece_ok'].sum())}/{n_models} (median {table['ece'].median():.4f}, "

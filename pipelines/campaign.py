@@ -50,7 +50,8 @@ def build(settings: Settings, spec_path: Path, replace: bool = False,
 
 def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = None,
              progress: Callable[[str], None] = print) -> target.Finalised:
-    at = as_of if as_of is not None else target.utc_now()
+    now = target.utc_now()
+    at = as_of if as_of is not None else now
     with target.campaign_lock(settings):
         built = target.read_built(settings, campaign_id)
         progress(f"re-checking {len(built.members):,} members of {campaign_id} as of {at}")
@@ -59,13 +60,13 @@ def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = 
         try:
             ids = built.members["customer_id"]
             customers = target.read_customers(con, raw.relation, ids)
-            instants = target.check_instants(at, target.utc_now())
+            instants = target.check_instants(at, now)
             consents, reservations = target.read_governance_events(con, raw.relation, ids, instants[-1])
         finally:
             con.close()
         checks = [(target.states_at(consents, reservations, ids, i, settings.policy), i.date()) for i in instants]
         removed = target.finalise_removals(built, customers, checks, settings.policy)
-        return target.write_finalised(settings, built, removed, at, target.utc_now())
+        return target.write_finalised(settings, built, removed, at, target.utc_now(), instants)
 
 
 def responses(settings: Settings, path: Path, progress: Callable[[str], None] = print) -> tuple[int, int]:
@@ -89,7 +90,8 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
                     progress: Callable[[str], None] = print) -> matching.MatchingExport:
     spec = target.load_spec(spec_path, settings)
     delete_on = target.matching_deadline(spec)
-    at = as_of if as_of is not None else target.utc_now()
+    now = target.utc_now()
+    at = as_of if as_of is not None else now
     # Under the campaign lock, which erasure also takes: an export never publishes a
     # customer erased while it ran, and two exports of one campaign cannot interleave.
     with target.campaign_lock(settings):
@@ -102,7 +104,7 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
         try:
             ids = audience["customer_id"]
             customers = target.read_customers(con, raw.relation, ids)
-            instants = target.check_instants(at, target.utc_now())
+            instants = target.check_instants(at, now)
             consents, reservations = target.read_governance_events(con, raw.relation, ids, instants[-1])
         finally:
             con.close()
@@ -115,6 +117,7 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
             "spec": spec.model_dump(mode="json"),
             "score_date": score_day.isoformat(),
             "as_of": at.isoformat(),
+            "checked_at": [i.isoformat() for i in instants],
             "send_date": spec.send_date.isoformat(),
             "delete_on": delete_on.isoformat(),
         }

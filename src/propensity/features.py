@@ -114,7 +114,8 @@ def view_specs(policy: Policy, catalogue: Catalogue) -> tuple[ViewSpec, ...]:
             False,
             _f([f"balance_{a}_nok" for a in ACCOUNT_TYPES]
                + ["balance_current_change_3m_nok", "balance_savings_change_3m_nok", "balance_current_avg_12m_nok"], "float"),
-            "bank balances by account type at the month end, their 3-month change and the 12-month average current balance",
+            "bank balances by account type at the month end, their 3-month change and the average current balance over"
+            " the month ends of the last 12 months that have one (empty when the snapshot's own month end has none)",
         ),
         ViewSpec(
             "group_account_balance",

@@ -115,10 +115,11 @@ def eligible_not_holding(
     """The customer × product pairs that may get a score at date ``at``.
 
     Returns customer_id and product (categoricals with sorted categories) and
-    group_data_sharing (as of the end of day ``at``), sorted by product and customer: customers at ``at``, eligible for the product at ``at``, and
-    not holding it — for a group-company product, "not holding" is checked only where
-    group data sharing is active (without it the holding is unknown to us and the
-    customer is scored). The tier is not applied: the feature store drops ``excluded``.
+    group_data_sharing (as of the end of day ``at``), sorted by product and customer:
+    customers at ``at``, eligible for the product at ``at``, and not holding it — for a
+    group-company product, "not holding" is checked only where group data sharing is
+    active (without it the holding is unknown to us and the customer is scored). The tier
+    is not applied: the feature store drops ``excluded``.
     """
     products = list(products) if products is not None else list(catalogue.ids)
     _check_products(products, catalogue)

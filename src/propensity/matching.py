@@ -1,6 +1,7 @@
 """Customer matching: hashed contact lists for social and news media (POLICY rule 6).
 
-An export holds only customers who, at the export instant, are customers, are not
+An export holds only customers who, at the export instant (and at now too when that instant
+is in the past: ``target.check_instants``), are customers, are not
 ``excluded``, were not scored by the personalised model while no longer personalised
 (``consent_withdrawn``) and have no ``customer_matching`` reservation (the reservation named by
 ``policy.customer_matching.blocked_by_reservation``; a channel or ``all_channels``

@@ -73,7 +73,7 @@ CHAMPION_COLUMNS = ["name", "product", "tier", "version", "run_id", "auc", "orac
 RESULT_COLUMNS = [
     "product", "tier", "model_name", "version", "champion_version", "promoted", "auc", "pr_auc", "oracle_auc",
     "oracle_gap", "oracle_now_auc", "lift", "brier", "ece", "logistic_auc", "base_rate", "calibration", "best_iteration",
-    "rows_train", "rows_valid", "rows_test", "test_window", "run_id", "seconds",
+    "rows_train", "rows_valid", "rows_test", "positives_test", "test_window", "run_id", "seconds",
 ]
 
 
@@ -589,6 +589,7 @@ def _log_product_tier(
         "rows_train": fitted.rows["train"],
         "rows_valid": fitted.rows["valid"],
         "rows_test": fitted.rows["test"],
+        "positives_test": int(np.sum(fitted.test_labels)),
         "test_window": windows["test"],
         "run_id": run.info.run_id,
         "seconds": fitted.seconds,

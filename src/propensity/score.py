@@ -69,7 +69,7 @@ def rank_within_product(scores: pd.DataFrame) -> pd.DataFrame:
     """Add ``rank`` (1 = highest probability) and ``decile`` (1 = top tenth) per product.
 
     Ties are broken by customer_id so the order is deterministic. Sorted by product and
-    rank. One ``lexsort`` over integer codes: millions of rows in seconds.
+    rank. Sorts over integer codes (:func:`_ranking`): millions of rows in seconds.
     """
     product_codes, _ = pd.factorize(scores["product"], sort=True)
     customer_codes, _ = pd.factorize(scores["customer_id"], sort=True)

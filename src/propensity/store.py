@@ -74,8 +74,9 @@ def import_feast() -> None:
     decorated function when the module is imported, by re-parsing and re-compiling the
     module's source: about 4.5 s on two cores in every process that touches the store
     (typeguard issue #468). The checks catch callers passing wrong types to Feast's API;
-    this module passes only objects it built, and the tests run the real calls. Other
-    users of typeguard keep the real decorator: it is restored once Feast is loaded.
+    this module passes only objects it built, and the tests run the real calls. The real
+    decorator is restored once Feast is loaded: modules imported after that keep it (a
+    module first imported while Feast loads keeps the identity).
     """
     if "feast" in sys.modules:
         return

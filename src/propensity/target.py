@@ -918,6 +918,8 @@ def check_instants(as_of: pd.Timestamp, now: pd.Timestamp) -> tuple[pd.Timestamp
 
 def first_reason(reasons: Sequence[pd.Series]) -> pd.Series:
     """Per row, the first non-empty reason over the instants checked, in their order."""
+    if not reasons:
+        raise ValueError("first_reason needs the reasons of at least one instant")
     out = reasons[0]
     for later in reasons[1:]:
         out = out.mask(out.eq(""), later)
@@ -942,7 +944,7 @@ def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, checks: Seq
 
 
 def write_finalised(settings: Settings, built: BuiltCampaign, removed: pd.DataFrame, as_of: pd.Timestamp,
-                    finalised_at: pd.Timestamp) -> Finalised:
+                    finalised_at: pd.Timestamp, checked_at: Sequence[pd.Timestamp] = ()) -> Finalised:
     """Rewrite the campaign folder without the removed customers, then log ``withdrawn``
     entries for the removed treated ones. The folder comes first: a failure after it
     leaves a contact counted that will not happen, never a send to a withdrawn customer."""
@@ -962,6 +964,7 @@ def write_finalised(settings: Settings, built: BuiltCampaign, removed: pd.DataFr
     treated, control = int((members["arm"] == TREATED).sum()), int((members["arm"] == CONTROL).sum())
     check = {
         "as_of": as_of.isoformat(),
+        "checked_at": [t.isoformat() for t in (checked_at or (as_of,))],
         "finalised_at": finalised_at.isoformat(),
         "removed": {row.reason: {TREATED: int(row.treated), CONTROL: int(row.control)} for row in counts.itertuples()},
         "treated": treated,

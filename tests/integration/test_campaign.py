@@ -273,6 +273,8 @@ def test_finalise_removes_customers_who_reserved_or_objected_after_the_build(for
     manifest = json.loads((folder / "manifest.json").read_text())
     assert (manifest["status"], manifest["treated"], manifest["control"]) == ("finalised", 27, 9)
     assert manifest["finalise_checks"][0]["removed"]["excluded"] == {"treated": 0, "control": 1}
+    checked = manifest["finalise_checks"][0]["checked_at"]  # the --as-of instant, then the moment of the check
+    assert checked[0] == manifest["finalise_checks"][0]["as_of"] and len(checked) == 2 and checked[1] > checked[0]
     reasons = pd.read_csv(folder / "reasons.csv")
     assert reasons.loc[reasons["stage"].str.startswith("finalise"), "customers"].sum() == 4
 
