@@ -165,10 +165,18 @@ def score_frame(
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Integer codes of ``values`` over their sorted distinct values. A categorical (as
     candidates come) is read through its codes: no hashing of millions of strings."""
-    values = values.astype("category").cat.remove_unused_categories()
+    values = values.astype("category")
     if not values.cat.categories.is_monotonic_increasing:
         values = values.cat.reorder_categories(values.cat.categories.sort_values())
-    return values.cat.codes.to_numpy(dtype=np.int64), pd.Index(values.cat.categories.astype(object))
+    codes = values.cat.codes.to_numpy(dtype=np.int64)
+    if (codes < 0).any():
+        raise ValueError(f"{int((codes < 0).sum())} missing value(s) in {values.name!r}: candidates need a key")
+    categories = pd.Index(values.cat.categories.astype(object))
+    used = np.bincount(codes, minlength=len(categories)) > 0
+    if used.all():
+        return codes, categories
+    # Unused categories out, the codes renumbered over the ones left (order kept).
+    return (np.cumsum(used) - 1)[codes], categories[used]
 
 
 def _per_part(values: pd.Series, part: np.ndarray) -> pd.Categorical:

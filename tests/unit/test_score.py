@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from propensity.config import load_settings
 from propensity.errors import MissingInputError
-from propensity.score import _ranking, rank_within_product, resolve_score_date
+from propensity.score import _ranking, _sorted_codes, rank_within_product, resolve_score_date
 from tests.conftest import ROOT
 
 
@@ -72,3 +72,16 @@ def test_ranking_orders_by_product_then_probability_then_customer(rows):
         ranks = rank[product[order] == p]
         assert ranks.tolist() == list(range(1, len(ranks) + 1))
     assert ((decile >= 1) & (decile <= 10)).all()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.Series(["c", "a", "c", "b"]),
+        pd.Series(pd.Categorical(["c", "a", "c", "b"], categories=["z", "c", "b", "a", "unused"])),
+        pd.Series(pd.Categorical(["c", "a", "c", "b"], categories=["a", "b", "c", "d"])),
+    ],
+)
+def test_sorted_codes_number_the_values_present_in_sorted_order(values):
+    codes, categories = _sorted_codes(values)
+    assert categories.tolist() == ["a", "b", "c"] and codes.tolist() == [2, 0, 2, 1]
