@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from propensity import contract, matching, target
+from propensity import contract, matching, privacy, target
 from propensity.config import Settings, load_settings
 from propensity.duck import connect
 from propensity.score import read_partition
@@ -124,9 +124,11 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
         return matching.write_export(settings, decisions, manifest, target.utc_now())
 
 
-def purge_matching(settings: Settings, as_of: date | None = None) -> list[matching.PurgedExport]:
+def purge_matching(settings: Settings, as_of: date | None = None, today: date | None = None) -> list[matching.PurgedExport]:
+    """Delete the exports due on or before ``as_of`` (default today); a later day is refused."""
+    day = privacy.deletion_day(as_of, today or target.utc_now().date())
     with target.campaign_lock(settings):
-        return matching.purge_exports(settings, as_of or target.utc_now().date())
+        return matching.purge_exports(settings, day)
 
 
 if __name__ == "__main__":

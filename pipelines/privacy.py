@@ -16,10 +16,13 @@ from propensity.config import Settings, load_settings
 
 
 def purge(settings: Settings, as_of: date | None = None, dry_run: bool = False,
-          progress: Callable[[str], None] = print) -> list[privacy.PurgeItem]:
+          progress: Callable[[str], None] = print, today: date | None = None) -> list[privacy.PurgeItem]:
     """Delete what the retention rules say is due as of ``as_of`` (today, UTC); a dry run
-    only returns the plan."""
+    only returns the plan. Deleting as of a day after ``today`` is refused
+    (``FutureDeletionError``); a dry run may look ahead."""
     day = as_of or datetime.now(timezone.utc).date()
+    if not dry_run:
+        privacy.deletion_day(as_of, today)
     cutoffs = privacy.retention_cutoffs(settings, day)
     progress(f"retention as of {day}: marketing data before {cutoffs['marketing']:%Y-%m-%d}, "
              f"campaign log before {cutoffs['contact_log']:%Y-%m-%d}")
@@ -33,7 +36,7 @@ def run(settings: Settings, as_of: date | None = None, dry_run: bool = False,
         progress: Callable[[str], None] = print) -> tuple[list[privacy.PurgeItem], list[matching.PurgedExport]]:
     """The scheduled job: the retention purge, then the customer-matching purge."""
     day = as_of or datetime.now(timezone.utc).date()
-    items = purge(settings, day, dry_run, progress)
+    items = purge(settings, day, dry_run, progress)  # refuses a later day unless dry
     exports = [] if dry_run else matching.purge_exports(settings, day)
     return items, exports
 

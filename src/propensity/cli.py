@@ -8,7 +8,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import date
 from functools import wraps
 from pathlib import Path
 from types import ModuleType
@@ -86,15 +86,14 @@ def parse_date(value: str | None, option: str = "--date") -> date | None:
 
 
 def not_after_today(day: date | None, option: str, hint: str = "") -> date | None:
-    """A deletion date from the command line, refused when it lies after today (UTC): deleting
-    as of a later date would remove data still inside its retention period."""
-    today = datetime.now(timezone.utc).date()
-    if day is not None and day > today:
-        raise typer.BadParameter(
-            f"{day} is after today ({today}); deleting as of a later date would remove data still inside "
-            f"its retention period{hint}",
-            param_hint=option,
-        )
+    """A deletion date from the command line, refused as a usage error when it lies after
+    today (UTC): the rule of :func:`propensity.privacy.deletion_day`."""
+    from propensity.privacy import FutureDeletionError, deletion_day
+
+    try:
+        deletion_day(day)
+    except FutureDeletionError as exc:
+        raise typer.BadParameter(f"{exc}{hint}", param_hint=option) from None
     return day
 
 

@@ -110,6 +110,23 @@ class ErasureNotVerifiedError(PropensityError):
     """Files still hold an erased customer after erasure (the receipt names them)."""
 
 
+class FutureDeletionError(PropensityError):
+    """A deletion was asked for as of a day after today."""
+
+
+def deletion_day(as_of: date | None, today: date | None = None) -> date:
+    """The day a deletion (retention purge, matching-export purge) applies as of: ``as_of``,
+    by default ``today`` (UTC unless given). A day after today is refused: deleting as of a
+    later day would remove data still inside its retention period."""
+    today = today or datetime.now(timezone.utc).date()
+    if as_of is not None and as_of > today:
+        raise FutureDeletionError(
+            f"{as_of} is after today ({today}); deleting as of a later date would remove data still inside "
+            "its retention period"
+        )
+    return as_of or today
+
+
 # ------------------------------------------------------------------------ the inventory
 @dataclass(frozen=True)
 class Store:

@@ -437,7 +437,12 @@ def test_purge_keeps_data_dated_exactly_n_years_before_and_deletes_one_unit_olde
     ])
     assert next(i for i in plan if i.store == "campaign_log").rows == 1
     assert next(i for i in plan if i.path == "features/personal.parquet").rows == len(OTHERS)
-    job.purge(settings, date(2027, 2, 1), progress=NOOP)
+    with pytest.raises(privacy.FutureDeletionError, match="is after today"):
+        job.purge(settings, date(2027, 2, 1), progress=NOOP, today=date(2027, 1, 31))
+    assert {p: p.read_bytes() for p in privacy.data_files(settings)} == before  # the refused purge changed nothing
+    with pytest.raises(privacy.FutureDeletionError):
+        pipeline(settings, "campaign").purge_matching(settings, date(2027, 2, 1), today=date(2027, 1, 31))
+    job.purge(settings, date(2027, 2, 1), progress=NOOP, today=date(2027, 2, 1))
     personal = pd.read_parquet(settings.features_dir / "personal.parquet")
     assert sorted(personal["event_timestamp"].dt.strftime("%Y-%m-%d").unique()) == MONTHS[1:]
     assert json.loads((settings.features_dir / "manifest.json").read_text())["snapshots"] == MONTHS[1:]
