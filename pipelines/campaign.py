@@ -61,10 +61,9 @@ def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = 
             ids = built.members["customer_id"]
             customers = target.read_customers(con, raw.relation, ids)
             instants = target.check_instants(at, now)
-            consents, reservations = target.read_governance_events(con, raw.relation, ids, instants[-1])
+            checks = target.states_at_instants(con, raw.relation, ids, instants, settings.policy)
         finally:
             con.close()
-        checks = [(target.states_at(consents, reservations, ids, i, settings.policy), i.date()) for i in instants]
         removed = target.finalise_removals(built, customers, checks, settings.policy)
         return target.write_finalised(settings, built, removed, at, target.utc_now(), instants)
 
@@ -105,10 +104,9 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
             ids = audience["customer_id"]
             customers = target.read_customers(con, raw.relation, ids)
             instants = target.check_instants(at, now)
-            consents, reservations = target.read_governance_events(con, raw.relation, ids, instants[-1])
+            checks = target.states_at_instants(con, raw.relation, ids, instants, settings.policy)
         finally:
             con.close()
-        checks = [(target.states_at(consents, reservations, ids, i, settings.policy), i.date()) for i in instants]
         decisions = matching.matching_decisions(audience, customers, checks, settings.policy)
         manifest = {
             "campaign_id": spec.campaign_id,
@@ -126,7 +124,7 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
 
 def purge_matching(settings: Settings, as_of: date | None = None, today: date | None = None) -> list[matching.PurgedExport]:
     """Delete the exports due on or before ``as_of`` (default today); a later day is refused."""
-    day = privacy.deletion_day(as_of, today or target.utc_now().date())
+    day = privacy.deletion_day(as_of, today)
     with target.campaign_lock(settings):
         return matching.purge_exports(settings, day)
 

@@ -20,9 +20,8 @@ def purge(settings: Settings, as_of: date | None = None, dry_run: bool = False,
     """Delete what the retention rules say is due as of ``as_of`` (today, UTC); a dry run
     only returns the plan. Deleting as of a day after ``today`` is refused
     (``FutureDeletionError``); a dry run may look ahead."""
-    day = as_of or datetime.now(timezone.utc).date()
-    if not dry_run:
-        privacy.deletion_day(as_of, today)
+    # A dry run may look ahead; a deletion may not go past today.
+    day = as_of if dry_run and as_of is not None else privacy.deletion_day(as_of, today)
     cutoffs = privacy.retention_cutoffs(settings, day)
     progress(f"retention as of {day}: marketing data before {cutoffs['marketing']:%Y-%m-%d}, "
              f"campaign log before {cutoffs['contact_log']:%Y-%m-%d}")

@@ -222,16 +222,14 @@ class FeatureStore:
         table = self._point_in_time_job(keys, service).to_arrow()
         table = table.take(pa.array(np.argsort(table.column("_row").to_numpy(), kind="stable")))
         carried = rows.drop(columns=[ENTITY, TIMESTAMP]).sort_values("_row", kind="stable").reset_index(drop=True)
-        returned = table.column("_row").to_numpy()
-        if table.num_rows != len(carried) or not np.array_equal(returned, carried["_row"].to_numpy()):
-            self.guard(rows, table.to_pandas(), service)  # refuses the lost or gained rows
+        _check_rows(rows, table.column("_row").to_numpy(), service)
         # "_row" stays out of the frame (dropping a column of a wide frame copies it all).
         names = [ENTITY, TIMESTAMP, *(c for c in carried.columns if c != "_row"),
                  *(c for c in table.column_names if c not in (ENTITY, TIMESTAMP, "_row"))]
         carried_arrow = pa.Table.from_pandas(carried, preserve_index=False)
         columns = [table.column(n) if n in table.column_names else carried_arrow.column(n) for n in names]
         result = pa.Table.from_arrays(columns, names=names).to_pandas()
-        self.guard(rows, result, service, returned)
+        check_forbidden_values(result, self.settings)
         return result
 
     def _point_in_time_job(self, keys: pd.DataFrame, service: str):
@@ -278,17 +276,9 @@ class FeatureStore:
             data_source_writer=no_writes,
         )
 
-    def guard(self, rows_in: pd.DataFrame, rows_out: pd.DataFrame, service: str, returned_rows: np.ndarray | None = None) -> None:
-        """The output lock: row counts kept, no forbidden value present. Raises, never fixes.
-
-        ``returned_rows``: the entity row numbers of ``rows_out`` in order (default: its
-        ``_row`` column)."""
-        returned = rows_out["_row"].to_numpy() if returned_rows is None else returned_rows
-        if len(rows_in) != len(rows_out) or not np.array_equal(np.sort(rows_in["_row"].to_numpy()), returned):
-            raise PrivacyGuardError(
-                f"feature retrieval through service {service!r} returned {len(rows_out)} rows for "
-                f"{len(rows_in)} entity rows; refusing a dataset that lost or gained rows"
-            )
+    def guard(self, rows_in: pd.DataFrame, rows_out: pd.DataFrame, service: str) -> None:
+        """The output lock: row counts kept, no forbidden value present. Raises, never fixes."""
+        _check_rows(rows_in, rows_out["_row"].to_numpy(), service)
         check_forbidden_values(rows_out, self.settings)
 
 
@@ -344,6 +334,16 @@ def _undo_feast_warning_filters() -> None:
     warnings.filters[:] = [
         f for f in warnings.filters if not (f[0] == "once" and f[2] in (DeprecationWarning, RuntimeWarning) and f[1] is None)
     ]
+
+
+def _check_rows(rows_in: pd.DataFrame, returned: np.ndarray, service: str) -> None:
+    """Raise unless the rows returned (their entity row numbers, in order) are exactly the
+    entity rows, each once, sorted."""
+    if len(returned) != len(rows_in) or not np.array_equal(np.sort(rows_in["_row"].to_numpy()), returned):
+        raise PrivacyGuardError(
+            f"feature retrieval through service {service!r} returned {len(returned)} rows for "
+            f"{len(rows_in)} entity rows; refusing a dataset that lost or gained rows"
+        )
 
 
 def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:

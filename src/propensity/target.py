@@ -635,6 +635,15 @@ def read_governance_events(
     return consents, reservations
 
 
+def states_at_instants(
+    con: duckdb.DuckDBPyConnection, relation: Raw, ids: pd.Series, instants: Sequence[pd.Timestamp], policy: Policy
+) -> list[tuple[pd.DataFrame, date]]:
+    """Per instant (of :func:`check_instants`), the customers' states and that instant's
+    day: the events are read once, up to the last instant."""
+    consents, reservations = read_governance_events(con, relation, ids, instants[-1])
+    return [(states_at(consents, reservations, ids, at, policy), at.date()) for at in instants]
+
+
 def states_at(consents: pd.DataFrame, reservations: pd.DataFrame, ids: pd.Series, at: pd.Timestamp, policy: Policy) -> pd.DataFrame:
     """Every consent/reservation state and the tier of each customer at the instant ``at``."""
     points = pd.DataFrame({"customer_id": pd.Series(ids, dtype=object).astype(str).unique()})

@@ -666,7 +666,7 @@ class TrainingResult:
 
     ``table`` columns: product, tier, model_name, version, champion_version, promoted,
     auc, pr_auc, oracle_auc, oracle_gap, oracle_now_auc, lift, brier, ece, logistic_auc, base_rate,
-    calibration, best_iteration, rows_train, rows_valid, rows_test, test_window, run_id,
+    calibration, best_iteration, rows_train, rows_valid, rows_test, positives_test, test_window, run_id,
     seconds. ``skipped`` names the models that could not be trained, with the reason.
     """
 
