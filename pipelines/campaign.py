@@ -48,6 +48,19 @@ def build(settings: Settings, spec_path: Path, replace: bool = False,
         return target.write_campaign(settings, spec, decisions, customers, score_day, target.utc_now())
 
 
+def _send_time_inputs(settings: Settings, raw: contract.RawTables, ids: pd.Series, at: pd.Timestamp, now: pd.Timestamp):
+    """The customers' raw rows, the instants checked and the states at each (a past ``at``
+    is checked at ``now`` too)."""
+    instants = target.check_instants(at, now)
+    con = connect(threads=settings.n_jobs)
+    try:
+        customers = target.read_customers(con, raw.relation, ids)
+        checks = target.states_at_instants(con, raw.relation, ids, instants, settings.policy)
+    finally:
+        con.close()
+    return customers, instants, checks
+
+
 def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = None,
              progress: Callable[[str], None] = print) -> target.Finalised:
     now = target.utc_now()
@@ -56,14 +69,7 @@ def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = 
         built = target.read_built(settings, campaign_id)
         progress(f"re-checking {len(built.members):,} members of {campaign_id} as of {at}")
         raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
-        con = connect(threads=settings.n_jobs)
-        try:
-            ids = built.members["customer_id"]
-            customers = target.read_customers(con, raw.relation, ids)
-            instants = target.check_instants(at, now)
-            checks = target.states_at_instants(con, raw.relation, ids, instants, settings.policy)
-        finally:
-            con.close()
+        customers, instants, checks = _send_time_inputs(settings, raw, built.members["customer_id"], at, now)
         removed = target.finalise_removals(built, customers, checks, settings.policy)
         return target.write_finalised(settings, built, removed, at, target.utc_now(), instants)
 
@@ -99,14 +105,7 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
         raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
         score_day = target.score_partition_for(settings, spec.send_date)
         audience = target.campaign_audience(read_partition(settings, score_day), spec)
-        con = connect(threads=settings.n_jobs)
-        try:
-            ids = audience["customer_id"]
-            customers = target.read_customers(con, raw.relation, ids)
-            instants = target.check_instants(at, now)
-            checks = target.states_at_instants(con, raw.relation, ids, instants, settings.policy)
-        finally:
-            con.close()
+        customers, instants, checks = _send_time_inputs(settings, raw, audience["customer_id"], at, now)
         decisions = matching.matching_decisions(audience, customers, checks, settings.policy)
         manifest = {
             "campaign_id": spec.campaign_id,
