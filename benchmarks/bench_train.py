@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from propensity.config import load_settings
     from propensity.contract import validate
     from propensity.features import build_offline_store
-    from propensity.registry import train_all
+    from propensity.registry import log_training
+    from propensity.train import plan_training, train_models
     from propensity.store import FeatureStore
 
     temporary = None
@@ -87,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     tiers = args.tiers.split(",") if args.tiers else None
     t0 = time.perf_counter()
     print(f"models trained: {'registered next to earlier versions' if settings.mlflow_db.exists() else 'first versions'}")
-    result = train_all(settings, store, raw, products=products, tiers=tiers, progress=lambda m: print("  " + m, flush=True))
-    timings["train_all"] = time.perf_counter() - t0
+    def say(message: str) -> None:
+        print("  " + message, flush=True)
+
+    plan = plan_training(settings, store, raw.relation, products, tiers, say)
+    result = log_training(settings, plan, train_models(settings, store, plan, say), say)
+    timings["training"] = time.perf_counter() - t0
 
     table = result.table.copy()
     table["gap"] = table["oracle_auc"] - table["auc"]
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print()
     n_models = len(table)
-    scaled = timings["train_all"] * (TIME_TARGET_CUSTOMERS / args.customers) * (24 / max(n_models, 1))
+    scaled = timings["training"] * (TIME_TARGET_CUSTOMERS / args.customers) * (24 / max(n_models, 1))
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     held = table[(table["tier"] == "personalised") & (table["positives_test"] >= MIN_TEST_POSITIVES)]
     print(f"target models (personalised, >= {MIN_TEST_POSITIVES} test positives): {len(held)}; "
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
           f"max {table['ece'].max():.4f}; ratio max/target {table['ece'].max() / ECE_TARGET:.2f})")
     print(f"LightGBM beats logistic: {int(table['beats_logistic'].sum())}/{n_models} "
           f"(median AUC gain {(table['auc'] - table['logistic_auc']).median():+.3f})")
-    print(f"training time: {timings['train_all']:.0f} s for {n_models} models at {args.customers:,} customers; "
+    print(f"training time: {timings['training']:.0f} s for {n_models} models at {args.customers:,} customers; "
           f"linear extrapolation to 24 models at {TIME_TARGET_CUSTOMERS:,}: {scaled:.0f} s "
           f"(ratio to the {TIME_TARGET_SECONDS:.0f} s target: {scaled / TIME_TARGET_SECONDS:.2f})")
     if temporary is not None:

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from propensity import contract
+from propensity import contract, registry, train
 from propensity.config import Settings, load_settings
-from propensity.registry import train_all, training_selection
 from propensity.store import FeatureStore
-from propensity.train import TrainingResult
 
 
 def run(settings: Settings, products: Sequence[str] | None = None, tiers: Sequence[str] | None = None,
-        progress: Callable[[str], None] = print, store: FeatureStore | None = None) -> TrainingResult:
-    training_selection(settings, products, tiers)  # an unknown product or tier fails before anything is written
+        progress: Callable[[str], None] = print, store: FeatureStore | None = None) -> train.TrainingResult:
+    train.training_selection(settings.catalogue, products, tiers)  # an unknown product or tier fails before anything is written
     progress(f"validating extracts in {settings.raw_dir}")
     raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
     store = store or FeatureStore(settings)
     store.apply()
-    return train_all(settings, store, raw, products, tiers, progress)
+    plan = train.plan_training(settings, store, raw.relation, products, tiers, progress)
+    return registry.log_training(settings, plan, train.train_models(settings, store, plan, progress), progress)
 
 
 if __name__ == "__main__":

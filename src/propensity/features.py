@@ -461,7 +461,7 @@ def _agreements_sql(raw: Callable[[str], str], allowed: str, products: list[str]
     relationship = (
         ""
         if group
-        else f""",
+        else """,
                CAST(ANY_VALUE(c.brand) = 'sbanken' AS BIGINT) AS brand_sbanken,
                CAST(date_diff('month', ANY_VALUE(c.customer_since), j.snapshot_date) AS BIGINT) AS customer_tenure_months"""
     )

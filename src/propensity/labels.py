@@ -88,7 +88,7 @@ def label_frame(
             )
     if not windows:
         return _empty_labels()
-    query = f"""
+    query = """
         SELECT c.customer_id, c.snapshot_date, c.product,
                CAST(EXISTS (
                    SELECT 1 FROM agreements_ a

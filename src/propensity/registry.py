@@ -1,8 +1,8 @@
 """The model registry: the only module that imports MLflow.
 
-``train_all`` is the training job: labels → datasets by tier → models per product × tier
-→ one MLflow parent run with a nested run per product × tier (params, metrics, tags, a
-pyfunc model with a signature, an HTML report) → registered model
+``log_training`` records a training job (``propensity.train.train_models``): one MLflow
+parent run with a nested run per product × tier (params, metrics, tags, a pyfunc model
+with a signature, an HTML report) → registered model
 ``propensity-<product>-<tier>`` → aliases. A new version gets ``challenger``; it becomes
 ``champion`` only when it beats the current champion by the configured margin on the new
 test window (the champion is re-scored on the same rows); the first version is champion.
@@ -18,9 +18,9 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -29,26 +29,15 @@ import pandas as pd
 
 from propensity.atomic import write_bytes_atomic
 from propensity.config import Settings
-from propensity.contract import RawTables
-from propensity.duck import connect, sql_literal
-from propensity.errors import ConfigError, MissingInputError
-from propensity.evaluation import report_html, roc_auc
-from propensity.features import read_manifest
-from propensity.labels import label_frame, labelled_snapshots
-from propensity.snapshots import add_months
-from propensity.store import SERVICES, FeatureStore
+from propensity.errors import MissingInputError
+from propensity.evaluation import pr_auc, report_html, roc_auc
 from propensity.train import (
     FittedProductTier,
+    TrainedModel,
+    TrainingPlan,
     TrainingResult,
-    compact_features,
     dataset_fingerprint,
-    entity_frame,
-    fit_product_tier,
-    oracle_now_probability,
-    oracle_probability,
     promotion_decision,
-    time_split,
-    tier_dataset,
 )
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -67,7 +56,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 REPORT_ARTIFACT = "report.html"
-TRUTH_FILE = "product_hazard.parquet"
 
 CHAMPION_COLUMNS = ["name", "product", "tier", "version", "run_id", "auc", "oracle_auc", "lift", "ece", "registered_at"]
 RESULT_COLUMNS = [
@@ -325,100 +313,21 @@ def _resolve_head(git_dir: Path) -> str:
 
 
 # ------------------------------------------------------------------------ the job
-def _read_hazard(settings: Settings, product: str, dates: Sequence[date], months_after: int) -> pd.DataFrame | None:
-    """The synthetic truth's hazards of ``product`` from the first of ``dates`` to
-    ``months_after`` months past the last (a label window reads the months after t)."""
-    path = settings.truth_dir / TRUTH_FILE
-    if not path.is_file():
-        return None
-    con = connect(threads=settings.n_jobs)
-    try:
-        return con.execute(
-            f"SELECT customer_id, snapshot_date, p_start FROM read_parquet({sql_literal(path)}) "
-            f"WHERE product = ? AND snapshot_date BETWEEN ? AND ?",
-            [product, min(dates), add_months(max(dates), months_after)],
-        ).df()
-    finally:
-        con.close()
-
-
-def _tier_features(store: FeatureStore, entity: pd.DataFrame, tier: str) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Features of the entity rows through a tier's service, compacted; plus the
-    service's columns and its string columns."""
-    columns = store.service_columns(tier)
-    strings = [name for view in store.service_views(tier) for name, kind in view.features if kind == "str"]
-    frames = store.historical_features(entity, service=tier)
-    if tier not in frames:
-        return pd.DataFrame(columns=["customer_id", "snapshot_date", "tier", "group_data_sharing", *columns]), columns, strings
-    return compact_features(frames[tier], columns, strings), columns, strings
-
-
-def training_selection(
-    settings: Settings, products: Sequence[str] | None, tiers: Sequence[str] | None
-) -> tuple[list[str], list[str]]:
-    """The products (default: the catalogue) and tiers (default: both served tiers) to
-    train; ``ConfigError`` naming any unknown one."""
-    catalogue = settings.catalogue
-    products = list(products) if products else list(catalogue.ids)
-    tiers = list(tiers) if tiers else list(SERVICES)
-    unknown = [t for t in tiers if t not in SERVICES]
-    if unknown:
-        raise ConfigError(f"unknown tier(s) {unknown}; models exist for {list(SERVICES)}")
-    unknown = [p for p in products if p not in catalogue.products]
-    if unknown:
-        raise ConfigError(f"unknown product(s) {unknown}; the catalogue (models/products.yaml) has {list(catalogue.ids)}")
-    return products, tiers
-
-
-def train_all(
+def log_training(
     settings: Settings,
-    store: FeatureStore,
-    raw: RawTables,
-    products: Sequence[str] | None = None,
-    tiers: Sequence[str] | None = None,
+    plan: TrainingPlan,
+    models: Iterable[TrainedModel],
     progress: Callable[[str], None] = print,
 ) -> TrainingResult:
-    """Train, log, register and gate one model per product × tier; the training job.
+    """Log, register and gate each of ``models`` (``propensity.train.train_models``) in
+    one MLflow parent run with a nested run per product × tier; the training job's record.
 
-    ``store`` is an applied ``FeatureStore`` over a built offline store; ``raw`` the
-    validated raw tables (labels read agreements, customers and consents from them).
-    ``products`` defaults to the catalogue, ``tiers`` to ``("personalised", "basic")``.
-    Returns the per product × tier table (``TrainingResult.table``). A product whose data
-    cannot fill the windows, or a product × tier whose window lacks a class, is skipped
-    and named in ``TrainingResult.skipped`` with the reason; the others are trained.
-    Raises ``MissingInputError`` when no model can be trained (or no feature store), and
-    ``ConfigError`` for an unknown product or tier (:func:`training_selection`).
+    ``models`` is consumed inside the parent run, so an error while fitting ends the run
+    as FAILED. Returns the per product × tier table (``TrainingResult.table``) and the
+    models skipped, by registered name, with the reason. Raises ``MissingInputError`` when
+    no model was trained.
     """
     started = time.perf_counter()
-    catalogue, policy = settings.catalogue, settings.policy
-    products, tiers = training_selection(settings, products, tiers)
-    snapshots = [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
-    data_end = snapshots[-1]
-
-    # Windows per product, then the labels of every snapshot some window uses.
-    splits = {}
-    skipped: dict[str, str] = {}
-    for product in products:
-        label = catalogue.products[product].label
-        labelled = labelled_snapshots(snapshots, label.gap_months, label.horizon_months, data_end)
-        try:
-            splits[product] = time_split(labelled, label.gap_months + label.horizon_months, settings.training.validation)
-        except MissingInputError as exc:
-            for tier in tiers:
-                skipped[model_name(product, tier)] = str(exc)
-            progress(f"skipped {product}: {exc}")
-    if not splits:
-        raise MissingInputError("no product can be trained: " + "; ".join(sorted(set(skipped.values()))))
-    products = [p for p in products if p in splits]
-    needed = sorted({d for s in splits.values() for d in (*s.train, *s.valid, *s.test)})
-    con = connect(threads=settings.n_jobs)
-    try:
-        labels = label_frame(con, raw.relation, catalogue, policy, needed, data_end, products)
-    finally:
-        con.close()
-    progress(f"labels: {len(labels):,} customer-snapshot-products over {len(needed)} snapshots ({needed[0]}..{needed[-1]})")
-    entity = entity_frame(labels)
-
     mlc = client(settings)
     experiment_id = _experiment_id(mlc, settings)
     commit = git_commit(settings.root)
@@ -427,47 +336,34 @@ def train_all(
         mlflow.set_tags(
             {
                 "job": "train",
-                "policy_version": policy.version,
+                "policy_version": settings.policy.version,
                 "git_commit": commit,
-                "products": ",".join(products),
-                "tiers": ",".join(tiers),
-                "data_end": data_end.isoformat(),
+                "products": ",".join(plan.products),
+                "tiers": ",".join(plan.tiers),
+                "data_end": plan.data_end.isoformat(),
                 "seed": str(settings.seed),
             }
         )
-        for tier in tiers:
-            t0 = time.perf_counter()
-            features, columns, strings = _tier_features(store, entity, tier)
-            progress(f"features [{tier}]: {len(features):,} rows x {len(columns)} columns in {time.perf_counter() - t0:.1f} s")
-            for product in products:
-                split = splits[product]
-                t_model = time.perf_counter()
-                data = tier_dataset(labels[labels["product"] == product], features, split)
-                try:
-                    fitted = fit_product_tier(data, product, tier, columns, strings, settings)
-                except MissingInputError as exc:
-                    # One rare product must not sink the other models of the job.
-                    skipped[model_name(product, tier)] = str(exc)
-                    progress(f"skipped {model_name(product, tier)}: {exc}")
-                    continue
-                row = _log_product_tier(mlc, settings, store, fitted, data, split, columns, strings, commit)
-                row["seconds"] = time.perf_counter() - t_model  # dataset, fit, evaluation and logging
-                rows.append(row)
-                progress(
-                    f"{row['model_name']:<40} v{row['version']:<3} auc {row['auc']:.3f}"
-                    + (f" (oracle {row['oracle_auc']:.3f})" if not np.isnan(row["oracle_auc"]) else "")
-                    + f" lift {row['lift']:.2f} ece {row['ece']:.4f} logistic {row['logistic_auc']:.3f}"
-                    + f" {'promoted' if row['promoted'] else 'kept v' + str(row['champion_version'])}"
-                    + f" {row['seconds']:.1f} s"
-                )
+        for trained in models:
+            row = _log_product_tier(mlc, settings, trained, commit)
+            row["seconds"] = time.perf_counter() - trained.started  # dataset, fit, evaluation and logging
+            rows.append(row)
+            progress(
+                f"{row['model_name']:<40} v{row['version']:<3} auc {row['auc']:.3f}"
+                + (f" (oracle {row['oracle_auc']:.3f})" if not np.isnan(row["oracle_auc"]) else "")
+                + f" lift {row['lift']:.2f} ece {row['ece']:.4f} logistic {row['logistic_auc']:.3f}"
+                + f" {'promoted' if row['promoted'] else 'kept v' + str(row['champion_version'])}"
+                + f" {row['seconds']:.1f} s"
+            )
+        skipped = {model_name(product, tier): reason for (product, tier), reason in sorted(plan.skipped.items())}
         if not rows:
             # The parent run ends as failed: a job that trained nothing must not look done.
-            raise MissingInputError("no model could be trained: " + "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())))
+            raise MissingInputError("no model could be trained: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         summary = table[["product", "tier", "version", "promoted", "auc", "oracle_auc", "ece"]]
         mlflow.log_text(summary.to_csv(index=False), "summary.csv")
         if skipped:
-            mlflow.set_tag("skipped", ", ".join(sorted(skipped)))
+            mlflow.set_tag("skipped", ", ".join(skipped))
     seconds = time.perf_counter() - started
     progress(f"trained {len(table)} model(s), skipped {len(skipped)}, in {seconds:.0f} s (MLflow run {parent.info.run_id})")
     return TrainingResult(
@@ -475,33 +371,16 @@ def train_all(
     )
 
 
-def _log_product_tier(
-    mlc: MlflowClient,
-    settings: Settings,
-    store: FeatureStore,
-    fitted: FittedProductTier,
-    data: pd.DataFrame,
-    split,
-    columns: list[str],
-    strings: list[str],
-    commit: str,
-) -> dict:
+def _log_product_tier(mlc: MlflowClient, settings: Settings, trained: TrainedModel, commit: str) -> dict:
+    fitted, data, split = trained.fitted, trained.data, trained.split
+    columns, strings = trained.features.columns, trained.features.strings
     product, tier = fitted.product, fitted.tier
     name = model_name(product, tier)
     catalogue, policy, training = settings.catalogue, settings.policy, settings.training
     spec = catalogue.products[product]
     test = data[data["split"] == "test"]
     metrics = dict(fitted.metrics)
-
-    hazard = _read_hazard(settings, product, split.test, spec.label.gap_months + spec.label.horizon_months - 1)
-    if hazard is not None:
-        oracle = oracle_probability(test, hazard, spec.label.gap_months, spec.label.horizon_months)
-        metrics["oracle_roc_auc"] = roc_auc(fitted.test_labels, oracle)
-        metrics["oracle_gap"] = metrics["oracle_roc_auc"] - metrics["roc_auc"]
-        now = oracle_now_probability(test, hazard, spec.label.horizon_months)
-        metrics["oracle_now_roc_auc"] = roc_auc(fitted.test_labels, now)
-    else:
-        oracle = None
+    oracle = trained.oracle
 
     windows = split.describe()
     train_rows = data[data["split"] == "train"]
@@ -510,7 +389,7 @@ def _log_product_tier(
         "tier": tier,
         "company": spec.company,
         "feature_service": tier,
-        "categories": ",".join(store.service_categories(tier)),
+        "categories": ",".join(trained.features.categories),
         "tiers": ",".join(sorted(data["tier"].unique())) if "tier" in data else tier,
         "policy_version": policy.version,
         "git_commit": commit,
@@ -664,8 +543,6 @@ def _gate(
 
 
 def _promotion_metric(metric: str, y: np.ndarray, p: np.ndarray) -> float:
-    from propensity.evaluation import pr_auc
-
     return roc_auc(y, p) if metric == "roc_auc" else pr_auc(y, p)
 
 

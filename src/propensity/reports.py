@@ -152,55 +152,6 @@ def window_dates(window: str) -> list[date]:
     return month_ends(first, last)
 
 
-def _labels_and_features(
-    settings: Settings, store: FeatureStore, raw: Raw, product: str, tier: str, snapshots: Sequence[date]
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
-    from propensity.duck import connect
-    from propensity.labels import label_frame
-    from propensity.train import compact_features, entity_frame
-
-    con = connect(threads=settings.n_jobs)
-    try:
-        labels = label_frame(con, raw, settings.catalogue, settings.policy, list(snapshots), newest_snapshot(settings), [product])
-    finally:
-        con.close()
-    columns = store.service_columns(tier)
-    strings = [name for view in store.service_views(tier) for name, kind in view.features if kind == "str"]
-    empty = pd.DataFrame(columns=["customer_id", "snapshot_date", "tier", "group_data_sharing", *columns])
-    if labels.empty:
-        return labels, empty, columns, strings
-    frames = store.historical_features(entity_frame(labels), service=tier)
-    features = compact_features(frames[tier], columns, strings) if tier in frames else empty
-    return labels, features, columns, strings
-
-
-def tier_rows(settings: Settings, store: FeatureStore, raw: Raw, product: str, tier: str, snapshots: Sequence[date]) -> pd.DataFrame:
-    """Labelled customer-snapshots of a product at ``snapshots`` that the tier's service may
-    read, with their features: customer_id, snapshot_date, label, tier, group_data_sharing
-    and the service's columns (the rows a model of that tier was tested on, for its test
-    window). Labels close on the newest snapshot of the feature store."""
-    labels, features, _, _ = _labels_and_features(settings, store, raw, product, tier, snapshots)
-    rows = labels[["customer_id", "snapshot_date", "label"]]
-    return rows.merge(features, on=["customer_id", "snapshot_date"], how="inner", validate="one_to_one")
-
-
-def training_dataset(settings: Settings, store: FeatureStore, raw: Raw, product: str, tier: str):
-    """The dataset the training job builds for a product × tier: ``(data, columns,
-    string_columns, split)``, ``data`` with ``split`` and ``label`` columns (see
-    :func:`propensity.train.tier_dataset`), ready for :func:`propensity.train.fit_product_tier`."""
-    from propensity.labels import labelled_snapshots
-    from propensity.train import tier_dataset, time_split
-
-    snapshots = [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
-    label = settings.catalogue.products[product].label
-    labelled = labelled_snapshots(snapshots, label.gap_months, label.horizon_months, snapshots[-1])
-    split = time_split(labelled, label.gap_months + label.horizon_months, settings.training.validation)
-    labels, features, columns, strings = _labels_and_features(
-        settings, store, raw, product, tier, [*split.train, *split.valid, *split.test]
-    )
-    return tier_dataset(labels, features, split), columns, strings, split
-
-
 def _customers(raw: Raw, threads: int) -> pd.DataFrame:
     from propensity.duck import connect
 
@@ -307,6 +258,8 @@ def evaluate_champion(settings: Settings, store: FeatureStore, raw: Raw, champio
     window = tags.get("data_window_test")
     if not window:
         return ChampionEvaluation(**base, note="no test window recorded: metrics from MLflow only"), []
+    from propensity.train import tier_rows
+
     rows = tier_rows(settings, store, raw, champion.product, champion.feature_service, window_dates(window))
     missing = [c for c in champion.features if c not in rows.columns]
     if missing or rows.empty or rows["label"].nunique() < 2:

@@ -148,8 +148,16 @@ class FeatureStore:
         """Feature columns a service returns, in order (the model's input contract)."""
         return [n for v in self.service_views(service) for n in v.feature_names]
 
+    def service_strings(self, service: str) -> list[str]:
+        """The string (categorical) columns among :meth:`service_columns`."""
+        return [name for v in self.service_views(service) for name, kind in v.features if kind == "str"]
+
     def service_categories(self, service: str) -> list[str]:
         return sorted({v.category for v in self.service_views(service)})
+
+    def snapshots(self) -> list[date]:
+        """The month ends the offline store holds features for, oldest first."""
+        return [date.fromisoformat(d) for d in read_manifest(self.settings)["snapshots"]]
 
     # ------------------------------------------------------------------------- governance
     def _governance_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -36,7 +36,8 @@ The flow of ``propensity campaign build SPEC`` (``pipelines/campaign.py``):
 Files under ``<data>/campaigns/`` (each holds customer ids; the privacy code erases from all):
 
 ``<campaign_id>/list.parquet``, ``list.csv``  the send file: customer_id and only the
-                                              fields the channel needs (:data:`CHANNEL_FIELDS`)
+                                              fields the channel needs (:data:`CHANNEL_FIELDS`),
+                                              in customer_id order (nothing of the scores)
 ``<campaign_id>/members.parquet``             customer_id, arm (treated|control), decile,
                                               rank, probability, tier (of the score): who is on the list and who
                                               is held out (evaluation joins it)
@@ -103,7 +104,7 @@ from propensity.config import Policy, Settings
 from propensity.errors import ConfigError, ContractError, JobLockedError, MissingInputError, PropensityError, Violation
 from propensity.policy import consent_column, reservation_column, tiers_as_of
 from propensity.schema import RESPONSES
-from propensity.score import read_partition, score_dates
+from propensity.score import score_dates
 
 REASONS = (
     "not_a_customer",
@@ -589,8 +590,10 @@ def members_frame(decisions: pd.DataFrame) -> pd.DataFrame:
 
 
 def contact_list(members: pd.DataFrame, customers: pd.DataFrame, channel: str) -> pd.DataFrame:
-    """The send file: treated customers with only the fields the channel needs, best rank first."""
-    treated = members.loc[members["arm"] == TREATED, ["customer_id", "rank"]].sort_values("rank", kind="stable")
+    """The send file: treated customers with only the fields the channel needs, in
+    customer_id order. The file leaves the bank (a mailing house, an SMS gateway), so its
+    order carries nothing of the scores: no rank, no decile, no sort by propensity."""
+    treated = members.loc[members["arm"] == TREATED, ["customer_id"]].sort_values("customer_id", kind="stable")
     fields = list(CHANNEL_FIELDS.get(channel, ()))
     details = customers.drop_duplicates("customer_id")[["customer_id", *fields]]
     out = treated.merge(details, on="customer_id", how="left")

@@ -1,7 +1,11 @@
 """Datasets by tier, out-of-time splits, LightGBM + calibration + baselines, metrics.
 
-The pieces here are pure (frames and settings in, frames and fitted estimators out); the
-training job that reads the stores and logs to MLflow is ``propensity.registry.train_all``.
+The estimators and metrics here are pure (frames and settings in, frames and fitted
+estimators out). The job's steps that read the stores are at the end: :func:`plan_training`
+(windows and labels), :func:`train_models` (features per tier through ``store``, one fit
+per product × tier, the oracle on synthetic data) and :func:`training_dataset` for a
+notebook. Logging and registering in MLflow is ``propensity.registry.log_training``; the
+``train`` pipeline composes the two.
 
 * **Datasets by tier.** Labels (``propensity.labels``) give the customer-snapshots; the
   feature store returns features through one FeatureService per tier: a personalised
@@ -25,7 +29,7 @@ import hashlib
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -39,10 +43,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from propensity.config import LightGBMParams, LogisticParams, Settings, ValidationWindows
-from propensity.errors import MissingInputError
+from propensity.config import Catalogue, LightGBMParams, LogisticParams, Settings, ValidationWindows
+from propensity.duck import connect, sql_literal
+from propensity.errors import ConfigError, MissingInputError
 from propensity.evaluation import brier, classification_metrics, roc_auc
+from propensity.labels import Raw, label_frame, labelled_snapshots
 from propensity.snapshots import add_months, instants
+from propensity.store import SERVICES, FeatureStore
 
 SPLITS = ("train", "valid", "test")
 KEY = ["customer_id", "snapshot_date"]
@@ -675,3 +682,210 @@ class TrainingResult:
     experiment_id: str
     seconds: float
     skipped: dict[str, str] = field(default_factory=dict)  # model name -> why it was not trained
+
+
+# ------------------------------------------------------------- the job (reads the stores)
+TRUTH_FILE = "product_hazard.parquet"
+
+
+def training_selection(
+    catalogue: Catalogue, products: Sequence[str] | None, tiers: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The products (default: the catalogue) and tiers (default: both served tiers) to
+    train; ``ConfigError`` naming any unknown one."""
+    products = list(products) if products else list(catalogue.ids)
+    tiers = list(tiers) if tiers else list(SERVICES)
+    unknown = [t for t in tiers if t not in SERVICES]
+    if unknown:
+        raise ConfigError(f"unknown tier(s) {unknown}; models exist for {list(SERVICES)}")
+    unknown = [p for p in products if p not in catalogue.products]
+    if unknown:
+        raise ConfigError(f"unknown product(s) {unknown}; the catalogue (models/products.yaml) has {list(catalogue.ids)}")
+    return products, tiers
+
+
+def product_split(settings: Settings, product: str, snapshots: Sequence[date]) -> Split:
+    """The out-of-time windows of a product over the feature store's ``snapshots``
+    (labels close on the newest one); ``MissingInputError`` when they cannot be filled."""
+    label = settings.catalogue.products[product].label
+    labelled = labelled_snapshots(snapshots, label.gap_months, label.horizon_months, snapshots[-1])
+    return time_split(labelled, label.gap_months + label.horizon_months, settings.training.validation)
+
+
+def read_labels(settings: Settings, raw: Raw, products: Sequence[str], snapshots: Sequence[date], data_end: date) -> pd.DataFrame:
+    """Labels of ``products`` at ``snapshots`` (``propensity.labels.label_frame``)."""
+    con = connect(threads=settings.n_jobs)
+    try:
+        return label_frame(con, raw, settings.catalogue, settings.policy, list(snapshots), data_end, list(products))
+    finally:
+        con.close()
+
+
+@dataclass
+class TierFeatures:
+    """The features of labelled customer-snapshots that one tier's service may read."""
+
+    tier: str
+    frame: pd.DataFrame  # customer_id, snapshot_date, tier, group_data_sharing, *columns
+    columns: list[str]
+    strings: list[str]
+    categories: list[str]
+
+
+def tier_features(store: FeatureStore, labels: pd.DataFrame, tier: str) -> TierFeatures:
+    """Features of the customer-snapshots of ``labels`` through a tier's FeatureService,
+    compacted (:func:`compact_features`). The store drops the rows the tier may not read."""
+    columns, strings = store.service_columns(tier), store.service_strings(tier)
+    frames = store.historical_features(entity_frame(labels), service=tier) if len(labels) else {}
+    if tier in frames:
+        frame = compact_features(frames[tier], columns, strings)
+    else:
+        frame = pd.DataFrame(columns=[*KEY, "tier", "group_data_sharing", *columns])
+    return TierFeatures(tier, frame, columns, strings, store.service_categories(tier))
+
+
+def tier_rows(settings: Settings, store: FeatureStore, raw: Raw, product: str, tier: str, snapshots: Sequence[date]) -> pd.DataFrame:
+    """Labelled customer-snapshots of a product at ``snapshots`` that the tier's service may
+    read, with their features: customer_id, snapshot_date, label, tier, group_data_sharing
+    and the service's columns (the rows a model of that tier was tested on, for its test
+    window). Labels close on the newest snapshot of the feature store."""
+    labels = read_labels(settings, raw, [product], snapshots, store.snapshots()[-1])
+    features = tier_features(store, labels, tier)
+    return labels[[*KEY, "label"]].merge(features.frame, on=KEY, how="inner", validate="one_to_one")
+
+
+def training_dataset(settings: Settings, store: FeatureStore, raw: Raw, product: str, tier: str):
+    """The dataset the training job builds for a product × tier: ``(data, columns,
+    string_columns, split)``, ``data`` with ``split`` and ``label`` columns (see
+    :func:`tier_dataset`), ready for :func:`fit_product_tier`."""
+    snapshots = store.snapshots()
+    split = product_split(settings, product, snapshots)
+    labels = read_labels(settings, raw, [product], [*split.train, *split.valid, *split.test], snapshots[-1])
+    features = tier_features(store, labels, tier)
+    return tier_dataset(labels, features.frame, split), features.columns, features.strings, split
+
+
+@dataclass
+class TrainingPlan:
+    """What a training job fits: the products and tiers, each product's windows and the
+    labels of every snapshot a window uses. ``skipped`` maps (product, tier) to why it is
+    not trained; :func:`train_models` adds the pairs it has to skip."""
+
+    products: list[str]
+    tiers: list[str]
+    splits: dict[str, Split]
+    labels: pd.DataFrame
+    data_end: date
+    skipped: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def plan_training(
+    settings: Settings,
+    store: FeatureStore,
+    raw: Raw,
+    products: Sequence[str] | None = None,
+    tiers: Sequence[str] | None = None,
+    progress: Callable[[str], None] = print,
+) -> TrainingPlan:
+    """Windows per product over the feature store's snapshots, then the labels of every
+    snapshot some window uses. A product whose data cannot fill its windows is skipped
+    (both tiers); ``MissingInputError`` when no product can be trained."""
+    products, tiers = training_selection(settings.catalogue, products, tiers)
+    snapshots = store.snapshots()
+    splits: dict[str, Split] = {}
+    skipped: dict[tuple[str, str], str] = {}
+    for product in products:
+        try:
+            splits[product] = product_split(settings, product, snapshots)
+        except MissingInputError as exc:
+            skipped.update({(product, tier): str(exc) for tier in tiers})
+            progress(f"skipped {product}: {exc}")
+    if not splits:
+        raise MissingInputError("no product can be trained: " + "; ".join(sorted(set(skipped.values()))))
+    products = [p for p in products if p in splits]
+    needed = sorted({d for s in splits.values() for d in (*s.train, *s.valid, *s.test)})
+    labels = read_labels(settings, raw, products, needed, snapshots[-1])
+    progress(f"labels: {len(labels):,} customer-snapshot-products over {len(needed)} snapshots ({needed[0]}..{needed[-1]})")
+    return TrainingPlan(products, tiers, splits, labels, snapshots[-1], skipped)
+
+
+@dataclass
+class TrainedModel:
+    """One fitted product × tier with what logging it needs: its dataset (``split`` and
+    ``label`` columns), windows, the service's columns and categories, and on synthetic
+    data the oracle probability of each test row (``None`` without ``truth/``)."""
+
+    fitted: FittedProductTier
+    data: pd.DataFrame
+    split: Split
+    features: TierFeatures
+    oracle: np.ndarray | None
+    started: float  # perf_counter when its dataset was built
+
+    @property
+    def product(self) -> str:
+        return self.fitted.product
+
+    @property
+    def tier(self) -> str:
+        return self.fitted.tier
+
+
+def train_models(
+    settings: Settings, store: FeatureStore, plan: TrainingPlan, progress: Callable[[str], None] = print
+) -> Iterator[TrainedModel]:
+    """Fit the plan's models one at a time: per tier, the features of every labelled
+    customer-snapshot through that tier's service, then per product its dataset, fit and
+    test metrics (with the oracle's on synthetic data). A product × tier whose window lacks
+    a class is recorded in ``plan.skipped`` and the others go on."""
+    for tier in plan.tiers:
+        t0 = time.perf_counter()
+        features = tier_features(store, plan.labels, tier)
+        progress(f"features [{tier}]: {len(features.frame):,} rows x {len(features.columns)} columns in {time.perf_counter() - t0:.1f} s")
+        for product in plan.products:
+            started = time.perf_counter()
+            split = plan.splits[product]
+            data = tier_dataset(plan.labels[plan.labels["product"] == product], features.frame, split)
+            try:
+                fitted = fit_product_tier(data, product, tier, features.columns, features.strings, settings)
+            except MissingInputError as exc:
+                # One rare product must not sink the other models of the job.
+                plan.skipped[(product, tier)] = str(exc)
+                progress(f"skipped {product} / {tier}: {exc}")
+                continue
+            oracle = oracle_metrics(settings, fitted, data[data["split"] == "test"], split)
+            yield TrainedModel(fitted, data, split, features, oracle, started)
+
+
+def read_hazard(settings: Settings, product: str, dates: Sequence[date], months_after: int) -> pd.DataFrame | None:
+    """The synthetic truth's hazards of ``product`` from the first of ``dates`` to
+    ``months_after`` months past the last (a label window reads the months after t);
+    ``None`` when the data folder has no truth (a real bank)."""
+    path = settings.truth_dir / TRUTH_FILE
+    if not path.is_file():
+        return None
+    con = connect(threads=settings.n_jobs)
+    try:
+        return con.execute(
+            f"SELECT customer_id, snapshot_date, p_start FROM read_parquet({sql_literal(path)}) "
+            f"WHERE product = ? AND snapshot_date BETWEEN ? AND ?",
+            [product, min(dates), add_months(max(dates), months_after)],
+        ).df()
+    finally:
+        con.close()
+
+
+def oracle_metrics(settings: Settings, fitted: FittedProductTier, test: pd.DataFrame, split: Split) -> np.ndarray | None:
+    """On synthetic data, add the oracle's AUC on the test rows to ``fitted.metrics``
+    (``oracle_roc_auc``, ``oracle_gap``, ``oracle_now_roc_auc``) and return the oracle
+    probability of each test row; ``None`` (metrics unchanged) without a truth."""
+    label = settings.catalogue.products[fitted.product].label
+    hazard = read_hazard(settings, fitted.product, split.test, label.gap_months + label.horizon_months - 1)
+    if hazard is None:
+        return None
+    oracle = oracle_probability(test, hazard, label.gap_months, label.horizon_months)
+    fitted.metrics["oracle_roc_auc"] = roc_auc(fitted.test_labels, oracle)
+    fitted.metrics["oracle_gap"] = fitted.metrics["oracle_roc_auc"] - fitted.metrics["roc_auc"]
+    now = oracle_now_probability(test, hazard, label.horizon_months)
+    fitted.metrics["oracle_now_roc_auc"] = roc_auc(fitted.test_labels, now)
+    return oracle

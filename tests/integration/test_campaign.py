@@ -135,8 +135,9 @@ def test_build_counts_each_customer_once_and_lists_only_the_contactable(rules, t
     assert built.contact_rules == {"contact_cap": 1, "cooldown": 1, "recent_complaint": 1}
     send_file = pd.read_csv(folder / "list.csv", dtype=str)
     assert list(send_file.columns) == ["customer_id", "email"]  # only what e-mail needs
-    assert send_file.values.tolist() == [["A", "a@example.no"], ["L", "l@example.no"], ["OLDCOOL", "oldcool@example.no"],
-                                         ["OLDCMP", "oldcmp@example.no"]]
+    # customer_id order, not rank order (OLDCOOL ranks above OLDCMP): the file leaves the bank
+    assert send_file.values.tolist() == [["A", "a@example.no"], ["L", "l@example.no"], ["OLDCMP", "oldcmp@example.no"],
+                                         ["OLDCOOL", "oldcool@example.no"]]
     assert pd.read_parquet(folder / "list.parquet").equals(send_file)
     assert json.loads((folder / "reasons.json").read_text())[8] == {"stage": "build", "reason": "selected", "customers": 4}
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -151,11 +152,11 @@ def test_build_counts_each_customer_once_and_lists_only_the_contactable(rules, t
     "channel, columns, selected",
     [
         # SMS: the e-mail reservation of R does not matter, the missing consent of NC does
-        ("sms", ["customer_id", "phone"], ["A", "R", "L", "OLDCOOL", "OLDCMP"]),
+        ("sms", ["customer_id", "phone"], ["A", "L", "OLDCMP", "OLDCOOL", "R"]),
         # a letter needs no e-mail/SMS consent: NC is on the list
-        ("letter", ["customer_id", "postal_code"], ["A", "R", "L", "NC", "OLDCOOL", "OLDCMP"]),
+        ("letter", ["customer_id", "postal_code"], ["A", "L", "NC", "OLDCMP", "OLDCOOL", "R"]),
         # the app is closed only by all_channels (and profiling)
-        ("app", ["customer_id"], ["A", "R", "L", "NC", "OLDCOOL", "OLDCMP"]),
+        ("app", ["customer_id"], ["A", "L", "NC", "OLDCMP", "OLDCOOL", "R"]),
     ],
 )
 def test_each_channel_has_its_own_rules_and_fields(rules, tmp_path, channel, columns, selected):

@@ -3,20 +3,18 @@ with a few hand-made customers whose rows the rules decide."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 from datetime import date
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-from propensity import contract, score, synth, warehouse
+from propensity import score, synth, warehouse
 from propensity.cli import pipeline
 from propensity.config import load_settings
 from propensity.errors import JobLockedError, MissingInputError

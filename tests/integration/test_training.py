@@ -27,10 +27,10 @@ from propensity.duck import connect
 from propensity.errors import MissingInputError
 from propensity.features import build_offline_store, read_manifest
 from propensity.labels import label_frame, labelled_snapshots
-from propensity.registry import client, list_champions, load_champion, model_name, train_all
+from propensity.registry import client, list_champions, load_champion, log_training, model_name
 from propensity.snapshots import snapshot_instant
 from propensity.store import FeatureStore
-from propensity.train import dataset_fingerprint, time_split
+from propensity.train import dataset_fingerprint, plan_training, time_split, train_models
 from tests.bank import TinyBank
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,16 +60,22 @@ def bank(tmp_path_factory):
     weak = settings.with_overrides(training_file=weak_file)
 
     products = [canary, OTHER]
-    quiet = lambda _: None  # noqa: E731
-    first = train_all(weak, store, raw, products=products, progress=quiet)
-    second = train_all(settings, store, raw, products=products, progress=quiet)
-    third = train_all(settings, store, raw, products=products, progress=quiet)
+    first = train_all(weak, store, raw, products=products)
+    second = train_all(settings, store, raw, products=products)
+    third = train_all(settings, store, raw, products=products)
     return {
         "settings": settings, "store": store, "raw": raw, "canary": canary,
         "first": first.table.set_index(["product", "tier"]),
         "second": second.table.set_index(["product", "tier"]),
         "third": third.table.set_index(["product", "tier"]),
     }
+
+
+def train_all(settings, store, raw, products=None, tiers=None):
+    """The training job as the ``train`` pipeline composes it, on validated raw tables."""
+    quiet = lambda _: None  # noqa: E731
+    plan = plan_training(settings, store, raw.relation, products, tiers, quiet)
+    return log_training(settings, plan, train_models(settings, store, plan, quiet), quiet)
 
 
 def _run(settings, run_id):
@@ -121,7 +127,7 @@ def test_canary_basic_model_is_blind_and_personalised_is_not(bank):
 
 
 def test_personalised_model_never_sees_a_basic_row(bank):
-    settings, store = bank["settings"], bank["store"]
+    settings = bank["settings"]
     for product in (bank["canary"], OTHER):
         personalised = _run(settings, bank["second"].loc[(product, "personalised"), "run_id"]).data.metrics
         basic = _run(settings, bank["second"].loc[(product, "basic"), "run_id"]).data.metrics
@@ -211,6 +217,6 @@ def test_a_job_that_can_train_no_model_fails_naming_every_skip(tmp_path):
     store = FeatureStore(settings)
     store.apply()
     with pytest.raises(MissingInputError, match="no model could be trained: propensity-mortgage-basic: mortgage / basic"):
-        train_all(settings, store, raw, products=["mortgage"], tiers=["basic"], progress=lambda _: None)
+        train_all(settings, store, raw, products=["mortgage"], tiers=["basic"])
     failed = client(settings).search_runs([r.experiment_id for r in client(settings).search_experiments()])
     assert [r.info.status for r in failed] == ["FAILED"]

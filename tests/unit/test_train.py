@@ -294,7 +294,7 @@ def test_encode_matrix_equals_the_pipelines_own_encoding(rows):
 
 def test_oracle_reads_the_hazards_of_every_month_of_the_last_test_rows_window(tmp_path):
     from propensity.config import load_settings
-    from propensity.registry import TRUTH_FILE, _read_hazard
+    from propensity.train import TRUTH_FILE, read_hazard
     from tests.conftest import ROOT
 
     settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
@@ -304,6 +304,6 @@ def test_oracle_reads_the_hazards_of_every_month_of_the_last_test_rows_window(tm
         {"customer_id": "a", "snapshot_date": months, "product": "mortgage", "p_start": [0.1, 0.2, 0.3, 0.4, 0.5]}
     ).to_parquet(settings.truth_dir / TRUTH_FILE)
     test_window = months[:2]
-    hazard = _read_hazard(settings, "mortgage", test_window, months_after=2)  # gap 0, horizon 3
+    hazard = read_hazard(settings, "mortgage", test_window, months_after=2)  # gap 0, horizon 3
     rows = pd.DataFrame({"customer_id": ["a"], "snapshot_date": [months[1]]})
     assert oracle_probability(rows, hazard, 0, 3) == pytest.approx([1 - 0.8 * 0.7 * 0.6])
