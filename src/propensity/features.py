@@ -39,6 +39,7 @@ from propensity.consent import tier_intervals
 from propensity.duck import connect, sql_literal
 from propensity.errors import MissingInputError
 from propensity.schema import ACCOUNT_TYPES, CONTACT_TOPICS, DIGITAL_CHANNELS, MERCHANT_CATEGORIES, TOPICS
+from propensity.policy import customer_on_sql
 from propensity.snapshots import month_end, month_ends, month_index, snapshot_instant
 
 FeatureType = Literal["int", "float", "str"]
@@ -215,8 +216,7 @@ def create_spine(
             SELECT c.customer_id, s.snapshot_date, s.{TIMESTAMP}, s.t_idx
             FROM {customers} c
             JOIN _snapshots_df s
-              ON c.customer_since <= s.snapshot_date
-             AND (c.closed_at IS NULL OR c.closed_at > s.snapshot_date)
+              ON {customer_on_sql("c", "s.snapshot_date")}
             WHERE {not_suppressed_sql("c.customer_id", suppressed)}
         )
         SELECT m.customer_id, m.snapshot_date, m.{TIMESTAMP}, m.t_idx,

@@ -39,7 +39,7 @@ import pandas as pd
 
 from propensity.config import Catalogue, Policy
 from propensity.duck import sql_literal
-from propensity.policy import group_sharing_column, normalised_events
+from propensity.policy import customer_on_sql, group_sharing_column, normalised_events
 from propensity.snapshots import add_months, snapshot_instant
 
 Raw = Callable[[str], str]
@@ -269,8 +269,7 @@ def _run(
                          - CASE WHEN month(s.snapshot_date) * 100 + day(s.snapshot_date)
                                      < month(c.birth_date) * 100 + day(c.birth_date) THEN 1 ELSE 0 END AS age_years
                 FROM {raw('customers')} c JOIN snaps s
-                  ON c.customer_since <= s.snapshot_date
-                 AND (c.closed_at IS NULL OR c.closed_at > s.snapshot_date)
+                  ON {customer_on_sql("c", "s.snapshot_date")}
             ),
             shared AS (
                 SELECT m.*, COALESCE(g.active, false) AS group_data_sharing

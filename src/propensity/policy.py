@@ -145,3 +145,25 @@ def utc_us(values: pd.Series) -> pd.Series:
     if ts.dt.tz is None:
         raise ValueError("event times must be timezone-aware (UTC)")
     return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+
+
+# ------------------------------------------------------------------------ who is a customer
+def customer_on_sql(row: str, day: str) -> str:
+    """SQL condition: the customers row ``row`` (an alias) is a customer on ``day`` (a SQL
+    date expression): customer since that day or earlier and not closed by it (POLICY.md
+    rule 4). :func:`customer_on` is the same rule over arrays."""
+    return f"{row}.customer_since <= {day} AND ({row}.closed_at IS NULL OR {row}.closed_at > {day})"
+
+
+def customer_on(customer_since, closed_at, day) -> np.ndarray:
+    """True where a person is a customer on ``day`` (one date, or one per row): customer
+    since that day or earlier and not closed by it. A missing ``customer_since`` (an
+    unknown person) is never a customer. The same rule as :func:`customer_on_sql`."""
+    since = _days(customer_since)
+    closed = _days(closed_at)
+    on = np.asarray(pd.to_datetime(day), dtype="datetime64[ns]").astype("datetime64[D]")
+    return (since <= on) & (np.isnat(closed) | (closed > on))
+
+
+def _days(values) -> np.ndarray:
+    return pd.to_datetime(pd.Series(values).reset_index(drop=True)).to_numpy().astype("datetime64[D]")

@@ -52,6 +52,7 @@ from propensity.evaluation import (
 )
 from propensity.features import ENTITY, TIMESTAMP, read_manifest, view_specs
 from propensity.monitor import Monitoring
+from propensity.policy import customer_on
 from propensity.snapshots import month_ends, snapshot_instant
 
 if TYPE_CHECKING:  # annotations only
@@ -163,9 +164,7 @@ def _customers(raw: Raw, threads: int) -> pd.DataFrame:
 
 
 def _members(customers: pd.DataFrame, day: date) -> pd.DataFrame:
-    since = pd.to_datetime(customers["customer_since"]).dt.date
-    closed = pd.to_datetime(customers["closed_at"]).dt.date
-    member = ((since <= day) & (closed.isna() | (closed > day))).to_numpy()
+    member = customer_on(customers["customer_since"], customers["closed_at"], day)
     ids = customers.loc[member, "customer_id"].astype(str).to_numpy()
     return pd.DataFrame({ENTITY: ids, TIMESTAMP: snapshot_instant(day), "snapshot_date": day})
 

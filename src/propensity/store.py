@@ -40,7 +40,7 @@ from propensity.features import (
     view_specs,
     views_for_tier,
 )
-from propensity.policy import utc_us
+from propensity.policy import customer_on, utc_us
 from propensity.snapshots import snapshot_instant
 
 SERVICES = ("personalised", "basic")
@@ -178,11 +178,8 @@ class FeatureStore:
         points = pd.DataFrame({ENTITY: entity_df[ENTITY].astype(str).to_numpy(), "at": utc_us(entity_df[TIMESTAMP]).array})
         states = interval_at(intervals, points, self.policy)
         members = points[[ENTITY]].merge(membership, on=ENTITY, how="left")
-        # Day-level comparisons as datetime64[D] arrays (NaT compares False).
         day = points["at"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[D]")
-        since = pd.to_datetime(members["customer_since"]).to_numpy().astype("datetime64[D]")
-        closed = pd.to_datetime(members["closed_at"]).to_numpy().astype("datetime64[D]")
-        is_member = (since <= day) & (np.isnat(closed) | (closed > day))
+        is_member = customer_on(members["customer_since"], members["closed_at"], day)
         tier = np.where(is_member, states["tier"].to_numpy(), "excluded")
         return pd.DataFrame(
             {

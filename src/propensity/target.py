@@ -102,7 +102,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from propensity.atomic import clear_stale_staging, staged_dir
 from propensity.config import Policy, Settings
 from propensity.errors import ConfigError, ContractError, JobLockedError, MissingInputError, PropensityError, Violation
-from propensity.policy import consent_column, reservation_column, tiers_as_of
+from propensity.policy import consent_column, customer_on, reservation_column, tiers_as_of
 from propensity.schema import RESPONSES
 from propensity.score import score_dates
 
@@ -380,10 +380,7 @@ def not_a_customer(customers: pd.DataFrame, day: date) -> pd.Series:
 
     ``customers`` is indexed by customer_id (a missing customer is a row of nulls).
     """
-    since = pd.to_datetime(customers["customer_since"])
-    closed = pd.to_datetime(customers["closed_at"])
-    on = pd.Timestamp(day)
-    return (since.isna() | (since > on) | (closed.notna() & (closed <= on))).astype(bool)
+    return pd.Series(~customer_on(customers["customer_since"], customers["closed_at"], day), index=customers.index)
 
 
 def channel_reserved(states: pd.DataFrame, channel: str, policy: Policy) -> pd.Series:

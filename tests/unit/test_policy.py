@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from datetime import date, timedelta
 
+import duckdb
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import given, settings as hsettings, strategies as st
 
 from propensity.config import Policy, load_settings
 from propensity.errors import ConfigError
-from propensity.policy import states_as_of, tiers_as_of
+from propensity.policy import customer_on, customer_on_sql, states_as_of, tiers_as_of
 from tests.conftest import ROOT, consent_frame, reservation_frame
 
 HISTORY_CONSENTS = consent_frame(
@@ -110,3 +113,20 @@ def test_missing_policy_file_is_a_config_error(tmp_path):
     settings = load_settings(ROOT / "conf" / "pipeline.yaml", policy_file=tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not found"):
         settings.policy  # noqa: B018
+
+
+DAYS = st.one_of(st.none(), st.integers(0, 40).map(lambda n: date(2024, 1, 1) + timedelta(days=n)))
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(DAYS, DAYS, DAYS.filter(lambda d: d is not None)), min_size=1, max_size=30))
+def test_customer_rule_is_the_same_in_sql_and_in_arrays(rows):
+    frame = pd.DataFrame(rows, columns=["customer_since", "closed_at", "day"]).astype("datetime64[ns]")
+    con = duckdb.connect()
+    con.register("people", frame)
+    in_sql = con.execute(f"SELECT {customer_on_sql('c', 'c.day')} AS member FROM people c").df()["member"]
+    in_arrays = customer_on(frame["customer_since"], frame["closed_at"], frame["day"].to_numpy())
+    assert in_sql.fillna(False).astype(bool).tolist() == in_arrays.tolist()
+    # by hand: since on or before the day, not closed on or before it; an unknown start never counts
+    expected = [s is not None and s <= d and (c is None or c > d) for s, c, d in rows]
+    assert in_arrays.tolist() == expected
