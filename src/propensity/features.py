@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Callable, Literal
 
-import hashlib
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -586,13 +585,6 @@ def suppressed_hashes(settings: Settings) -> frozenset[str]:
     return frozenset(pd.read_parquet(path, columns=["customer_sha256"])["customer_sha256"].astype(str))
 
 
-def _without_suppressed(frame: pd.DataFrame, suppressed: frozenset[str]) -> pd.DataFrame:
-    if not suppressed or frame.empty:
-        return frame
-    digests = frame["customer_id"].astype(str).map(lambda c: hashlib.sha256(c.encode("utf-8")).hexdigest())
-    return frame[~digests.isin(suppressed)].reset_index(drop=True)
-
-
 def data_snapshots(con: duckdb.DuckDBPyConnection, raw: Callable[[str], str]) -> list[date]:
     """Month ends the extracts cover: from the month of the first balance or transaction to
     the last month end on or before the newest one (a month still running is left out)."""
@@ -619,10 +611,14 @@ class BuildSummary:
     seconds: float
 
 
-def load_events(con: duckdb.DuckDBPyConnection, raw: Callable[[str], str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The consent and reservation event streams as frames."""
-    consents = con.execute(f"SELECT customer_id, event_time, purpose, granted FROM {raw('consent_events')}").df()
-    reservations = con.execute(f"SELECT customer_id, event_time, scope, placed FROM {raw('reservation_events')}").df()
+def load_events(
+    con: duckdb.DuckDBPyConnection, raw: Callable[[str], str], suppressed: frozenset[str] = frozenset()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The consent and reservation event streams as frames, without the customers of the
+    suppression register (``suppressed``: sha256 hex digests)."""
+    keep = not_suppressed_sql("customer_id", suppressed)
+    consents = con.execute(f"SELECT customer_id, event_time, purpose, granted FROM {raw('consent_events')} WHERE {keep}").df()
+    reservations = con.execute(f"SELECT customer_id, event_time, scope, placed FROM {raw('reservation_events')} WHERE {keep}").df()
     return consents, reservations
 
 
@@ -648,7 +644,7 @@ def build_offline_store(
             raise MissingInputError("no month end is covered by the balances and transactions extracts")
         progress(f"{len(days)} snapshots {days[0]} .. {days[-1]}")
         suppressed = suppressed_hashes(settings)
-        consents, reservations = (_without_suppressed(f, suppressed) for f in load_events(con, raw))
+        consents, reservations = load_events(con, raw, suppressed)
         intervals = tier_intervals(consents, reservations, policy)
         tiers = create_spine(con, raw("customers"), intervals, days, policy, suppressed)
         rows: dict[str, int] = {}
