@@ -37,8 +37,8 @@ from propensity.config import Catalogue, Policy, Settings
 from propensity.consent import tier_intervals
 from propensity.duck import connect, sql_literal
 from propensity.errors import MissingInputError
-from propensity.schema import ACCOUNT_TYPES, CONTACT_TOPICS, DIGITAL_CHANNELS, MERCHANT_CATEGORIES, TOPICS
 from propensity.policy import customer_on_sql
+from propensity.schema import ACCOUNT_TYPES, CONTACT_TOPICS, DIGITAL_CHANNELS, MERCHANT_CATEGORIES, TOPICS
 from propensity.snapshots import month_end, month_ends, month_index, snapshot_instant
 
 FeatureType = Literal["int", "float", "str"]

@@ -158,12 +158,18 @@ def customer_on_sql(row: str, day: str) -> str:
 def customer_on(customer_since, closed_at, day) -> np.ndarray:
     """True where a person is a customer on ``day`` (one date, or one per row): customer
     since that day or earlier and not closed by it. A missing ``customer_since`` (an
-    unknown person) is never a customer. The same rule as :func:`customer_on_sql`."""
-    since = _days(customer_since)
-    closed = _days(closed_at)
-    on = np.asarray(pd.to_datetime(day), dtype="datetime64[ns]").astype("datetime64[D]")
+    unknown person) or a missing day is never a customer. Timestamps count by their UTC
+    day. The same rule as :func:`customer_on_sql`."""
+    since, closed, on = _days(customer_since), _days(closed_at), _days(day)
     return (since <= on) & (np.isnat(closed) | (closed > on))
 
 
 def _days(values) -> np.ndarray:
-    return pd.to_datetime(pd.Series(values).reset_index(drop=True)).to_numpy().astype("datetime64[D]")
+    """Calendar days as ``datetime64[D]`` (missing = NaT), from dates, timestamps (with a
+    zone: their UTC day) or datetime64 values; any date up to 9999-12-31."""
+    series = pd.Series([values] if np.ndim(values) == 0 else values)
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    if series.dtype.kind != "M":
+        series = series.astype("datetime64[s]")  # second resolution reaches year 9999
+    return series.to_numpy().astype("datetime64[D]")

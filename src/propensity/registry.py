@@ -327,7 +327,6 @@ def log_training(
     models skipped, by registered name, with the reason. Raises ``MissingInputError`` when
     no model was trained.
     """
-    started = time.perf_counter()
     mlc = client(settings)
     experiment_id = _experiment_id(mlc, settings)
     commit = git_commit(settings.root)
@@ -364,7 +363,7 @@ def log_training(
         mlflow.log_text(summary.to_csv(index=False), "summary.csv")
         if skipped:
             mlflow.set_tag("skipped", ", ".join(skipped))
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - plan.started  # labels, features, fits and logging
     progress(f"trained {len(table)} model(s), skipped {len(skipped)}, in {seconds:.0f} s (MLflow run {parent.info.run_id})")
     return TrainingResult(
         table=table, parent_run_id=parent.info.run_id, experiment_id=experiment_id, seconds=seconds, skipped=skipped

@@ -1,11 +1,13 @@
 """Datasets by tier, out-of-time splits, LightGBM + calibration + baselines, metrics.
 
 The estimators and metrics here are pure (frames and settings in, frames and fitted
-estimators out). The job's steps that read the stores are at the end: :func:`plan_training`
-(windows and labels), :func:`train_models` (features per tier through ``store``, one fit
-per product × tier, the oracle on synthetic data) and :func:`training_dataset` for a
-notebook. Logging and registering in MLflow is ``propensity.registry.log_training``; the
-``train`` pipeline composes the two.
+estimators out). The job's steps that read the stores are at the end:
+:func:`plan_training` (windows and labels), :func:`train_models` (features per tier
+through ``store``, one fit per product × tier, the oracle on synthetic data through
+:func:`read_hazard` and :func:`oracle_metrics`), and for notebooks and reports
+:func:`training_dataset` (one product × tier as the job builds it) and :func:`tier_rows`
+(labelled rows of given snapshots with a tier's features). Logging and registering in
+MLflow is ``propensity.registry.log_training``; the ``train`` pipeline composes the two.
 
 * **Datasets by tier.** Labels (``propensity.labels``) give the customer-snapshots; the
   feature store returns features through one FeatureService per tier: a personalised
@@ -777,6 +779,7 @@ class TrainingPlan:
     labels: pd.DataFrame
     data_end: date
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)  # when planning began
 
 
 def plan_training(
@@ -790,6 +793,7 @@ def plan_training(
     """Windows per product over the feature store's snapshots, then the labels of every
     snapshot some window uses. A product whose data cannot fill its windows is skipped
     (both tiers); ``MissingInputError`` when no product can be trained."""
+    started = time.perf_counter()
     products, tiers = training_selection(settings.catalogue, products, tiers)
     snapshots = store.snapshots()
     splits: dict[str, Split] = {}
@@ -806,7 +810,7 @@ def plan_training(
     needed = sorted({d for s in splits.values() for d in (*s.train, *s.valid, *s.test)})
     labels = read_labels(settings, raw, products, needed, snapshots[-1])
     progress(f"labels: {len(labels):,} customer-snapshot-products over {len(needed)} snapshots ({needed[0]}..{needed[-1]})")
-    return TrainingPlan(products, tiers, splits, labels, snapshots[-1], skipped)
+    return TrainingPlan(products, tiers, splits, labels, snapshots[-1], skipped, started)
 
 
 @dataclass
@@ -851,7 +855,7 @@ def train_models(
             except MissingInputError as exc:
                 # One rare product must not sink the other models of the job.
                 plan.skipped[(product, tier)] = str(exc)
-                progress(f"skipped {product} / {tier}: {exc}")
+                progress(f"skipped: {exc}")  # the reason names the product and tier
                 continue
             oracle = oracle_metrics(settings, fitted, data[data["split"] == "test"], split)
             yield TrainedModel(fitted, data, split, features, oracle, started)

@@ -60,9 +60,9 @@ def bank(tmp_path_factory):
     weak = settings.with_overrides(training_file=weak_file)
 
     products = [canary, OTHER]
-    first = train_all(weak, store, raw, products=products)
-    second = train_all(settings, store, raw, products=products)
-    third = train_all(settings, store, raw, products=products)
+    first = train_job(weak, store, raw, products=products)
+    second = train_job(settings, store, raw, products=products)
+    third = train_job(settings, store, raw, products=products)
     return {
         "settings": settings, "store": store, "raw": raw, "canary": canary,
         "first": first.table.set_index(["product", "tier"]),
@@ -71,7 +71,7 @@ def bank(tmp_path_factory):
     }
 
 
-def train_all(settings, store, raw, products=None, tiers=None):
+def train_job(settings, store, raw, products=None, tiers=None):
     """The training job as the ``train`` pipeline composes it, on validated raw tables."""
     quiet = lambda _: None  # noqa: E731
     plan = plan_training(settings, store, raw.relation, products, tiers, quiet)
@@ -217,6 +217,6 @@ def test_a_job_that_can_train_no_model_fails_naming_every_skip(tmp_path):
     store = FeatureStore(settings)
     store.apply()
     with pytest.raises(MissingInputError, match="no model could be trained: propensity-mortgage-basic: mortgage / basic"):
-        train_all(settings, store, raw, products=["mortgage"], tiers=["basic"])
+        train_job(settings, store, raw, products=["mortgage"], tiers=["basic"])
     failed = client(settings).search_runs([r.experiment_id for r in client(settings).search_experiments()])
     assert [r.info.status for r in failed] == ["FAILED"]

@@ -115,18 +115,23 @@ def test_missing_policy_file_is_a_config_error(tmp_path):
         settings.policy  # noqa: B018
 
 
-DAYS = st.one_of(st.none(), st.integers(0, 40).map(lambda n: date(2024, 1, 1) + timedelta(days=n)))
+DAY = st.integers(0, 40).map(lambda n: date(2024, 1, 1) + timedelta(days=n))
+DAYS = st.one_of(st.none(), DAY, st.just(date(9999, 12, 31)))
 
 
 @hsettings(max_examples=60, deadline=None)
-@given(rows=st.lists(st.tuples(DAYS, DAYS, DAYS.filter(lambda d: d is not None)), min_size=1, max_size=30))
-def test_customer_rule_is_the_same_in_sql_and_in_arrays(rows):
-    frame = pd.DataFrame(rows, columns=["customer_since", "closed_at", "day"]).astype("datetime64[ns]")
+@given(rows=st.lists(st.tuples(DAYS, DAYS, DAY), min_size=1, max_size=30), one_day=DAY)
+def test_customer_rule_is_the_same_in_sql_and_in_arrays(rows, one_day):
+    frame = pd.DataFrame(rows, columns=["customer_since", "closed_at", "day"])
     con = duckdb.connect()
     con.register("people", frame)
     in_sql = con.execute(f"SELECT {customer_on_sql('c', 'c.day')} AS member FROM people c").df()["member"]
-    in_arrays = customer_on(frame["customer_since"], frame["closed_at"], frame["day"].to_numpy())
+    # dates as objects (as Parquet date columns read), and as datetime64 arrays
+    in_arrays = customer_on(frame["customer_since"], frame["closed_at"], frame["day"].to_numpy(dtype="datetime64[D]"))
     assert in_sql.fillna(False).astype(bool).tolist() == in_arrays.tolist()
     # by hand: since on or before the day, not closed on or before it; an unknown start never counts
     expected = [s is not None and s <= d and (c is None or c > d) for s, c, d in rows]
     assert in_arrays.tolist() == expected
+    # one day for every row
+    expected = [s is not None and s <= one_day and (c is None or c > one_day) for s, c, _ in rows]
+    assert customer_on(frame["customer_since"], frame["closed_at"], one_day).tolist() == expected
