@@ -391,12 +391,12 @@ def monitoring(
     predecessors' newest); score PSI for every pair.
     """
     from propensity.duck import connect
-    from propensity.features import read_manifest
     from propensity.labels import label_frame
+    from propensity.store import feature_snapshots
 
     history = score_history(settings, until)
     days = sorted(set(_as_dates(history["score_date"])))
-    data_end = date.fromisoformat(read_manifest(settings)["snapshots"][-1])
+    data_end = feature_snapshots(settings)[-1]
     windows = outcome_windows(history, settings.catalogue, data_end)
     notes: list[str] = []
     due = windows[windows["labelled"]]

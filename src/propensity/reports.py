@@ -28,7 +28,7 @@ import html
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from datetime import date, datetime
 from pathlib import Path
 
@@ -50,13 +50,10 @@ from propensity.evaluation import (
     roc_auc,
     roc_figure,
 )
-from propensity.features import ENTITY, TIMESTAMP, read_manifest, view_specs
 from propensity.monitor import Monitoring
 from propensity.policy import customer_on
 from propensity.snapshots import month_ends, snapshot_instant
-
-if TYPE_CHECKING:  # annotations only
-    from propensity.store import FeatureStore
+from propensity.store import ENTITY, TIMESTAMP, FeatureStore, feature_snapshots, view_specs
 
 Raw = Callable[[str], str]
 
@@ -141,7 +138,7 @@ def write_report(settings: Settings, name: str, text: str, customer_ids: Iterabl
 
 # ======================================================================== data access
 def newest_snapshot(settings: Settings) -> date:
-    return date.fromisoformat(read_manifest(settings)["snapshots"][-1])
+    return feature_snapshots(settings)[-1]
 
 
 def window_dates(window: str) -> list[date]:

@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 from propensity.atomic import clear_stale_staging, staged_dir, write_bytes_atomic
 from propensity.config import Settings
 from propensity.errors import JobLockedError, MissingInputError
-from propensity.features import ENTITY, TIMESTAMP, read_manifest
+from propensity.store import ENTITY, TIMESTAMP, feature_snapshots
 from propensity.snapshots import is_month_end, snapshot_instant
 
 SCORE_COLUMNS = [
@@ -222,7 +222,7 @@ class ScoreRun:
 def resolve_score_date(settings: Settings, requested: date | None) -> date:
     """The score date: the newest feature snapshot by default; a requested date must be a
     built snapshot. A date past the newest snapshot is refused as stale features."""
-    snapshots = [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
+    snapshots = feature_snapshots(settings)
     newest = snapshots[-1]
     if requested is None:
         return newest

@@ -91,6 +91,12 @@ def import_feast() -> None:
         typeguard.typechecked = original
 
 
+def feature_snapshots(settings: Settings) -> list[date]:
+    """The month ends the published offline store holds features for, oldest first
+    (``MissingInputError`` when none was built). Reads the manifest only: no Feast."""
+    return [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
+
+
 class FeatureStore:
     """Consent-gated access to the Feast feature store of one data folder.
 
@@ -157,7 +163,7 @@ class FeatureStore:
 
     def snapshots(self) -> list[date]:
         """The month ends the offline store holds features for, oldest first."""
-        return [date.fromisoformat(d) for d in read_manifest(self.settings)["snapshots"]]
+        return feature_snapshots(self.settings)
 
     # ------------------------------------------------------------------------- governance
     def _governance_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
