@@ -46,8 +46,7 @@ import pandas as pd
 from propensity.atomic import clear_stale_staging, staged_dir
 from propensity.config import Policy, Settings
 from propensity.errors import PropensityError
-from propensity.policy import reservation_column
-from propensity.target import consent_withdrawn_since_scoring, first_reason, not_a_customer
+from propensity.policy import consent_withdrawn_since_scoring, customer_on, first_reason, reservation_column
 
 MATCHING_REASONS = ("not_a_customer", "excluded", "consent_withdrawn", "customer_matching_reserved", "no_contact_details", "exported")
 # Norwegian national numbers have eight digits; a bank in another numbering plan changes this.
@@ -121,7 +120,7 @@ def matching_decisions(audience: pd.DataFrame, customers: pd.DataFrame, checks: 
     def reasons_at(states: pd.DataFrame, day: date) -> pd.Series:
         st = states.drop_duplicates("customer_id").set_index("customer_id").reindex(ids)
         masks = [
-            not_a_customer(cust, day).to_numpy(dtype=bool),
+            ~customer_on(cust["customer_since"], cust["closed_at"], day),
             st["tier"].eq("excluded").to_numpy(dtype=bool),
             consent_withdrawn_since_scoring(audience["tier"], st["tier"]).to_numpy(dtype=bool),
             st[reservation_column(policy.customer_matching.blocked_by_reservation)].astype(bool).to_numpy(),

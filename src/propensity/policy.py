@@ -5,10 +5,16 @@ Two events of one stream at the same instant are refused by the input contract; 
 reach this module anyway, the protective event wins (withdrawn over granted, placed over
 lifted). The tier as of t follows the policy's ordered ``tier_rules``.
 
+Beside the tiers: who is a customer on a day (:func:`customer_on`, and the same rule in
+SQL, :func:`customer_on_sql`), and the rules campaign lists and customer-matching exports
+apply at send time (:func:`consent_withdrawn_since_scoring`, :func:`first_reason`).
+
 Everything here is vectorised over whole tables: no Python loop per customer or row.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -173,3 +179,22 @@ def _days(values) -> np.ndarray:
     if series.dtype.kind != "M":
         series = series.astype("datetime64[s]")  # second resolution reaches year 9999
     return series.to_numpy().astype("datetime64[D]")
+
+
+# ------------------------------------------------------------------ send-time rules
+def consent_withdrawn_since_scoring(scored_tiers: pd.Series, tiers_now: pd.Series) -> pd.Series:
+    """True where the score came from the personalised model (built on consent-only data)
+    and the customer is no longer personalised: the score may not be used any more.
+    Returned on ``tiers_now``'s index; ``scored_tiers`` is aligned by position."""
+    scored = pd.Series(np.asarray(scored_tiers, dtype=object), index=tiers_now.index)
+    return scored.eq("personalised") & tiers_now.ne("personalised")
+
+
+def first_reason(reasons: Sequence[pd.Series]) -> pd.Series:
+    """Per row, the first non-empty reason over the instants checked, in their order."""
+    if not reasons:
+        raise ValueError("first_reason needs the reasons of at least one instant")
+    out = reasons[0]
+    for later in reasons[1:]:
+        out = out.mask(out.eq(""), later)
+    return out

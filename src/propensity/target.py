@@ -102,7 +102,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from propensity.atomic import clear_stale_staging, staged_dir
 from propensity.config import Policy, Settings
 from propensity.errors import ConfigError, ContractError, JobLockedError, MissingInputError, PropensityError, Violation
-from propensity.policy import consent_column, customer_on, reservation_column, tiers_as_of
+from propensity.policy import (
+    consent_column,
+    consent_withdrawn_since_scoring,
+    customer_on,
+    first_reason,
+    reservation_column,
+    tiers_as_of,
+)
 from propensity.schema import RESPONSES
 from propensity.score import score_dates
 
@@ -375,14 +382,6 @@ def campaign_audience(scores: pd.DataFrame, spec: CampaignSpec) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------- send-time rules
-def not_a_customer(customers: pd.DataFrame, day: date) -> pd.Series:
-    """True where the row is not a customer on ``day`` (unknown, not yet, or closed by then).
-
-    ``customers`` is indexed by customer_id (a missing customer is a row of nulls).
-    """
-    return pd.Series(~customer_on(customers["customer_since"], customers["closed_at"], day), index=customers.index)
-
-
 def channel_reserved(states: pd.DataFrame, channel: str, policy: Policy) -> pd.Series:
     """True where the channel's own reservation or the all-channels reservation is placed."""
     blocked = states[reservation_column(policy.all_channels_reservation)].astype(bool)
@@ -410,14 +409,6 @@ def missing_contact_details(customers: pd.DataFrame, channel: str) -> pd.Series:
     return missing
 
 
-def consent_withdrawn_since_scoring(scored_tiers: pd.Series, tiers_now: pd.Series) -> pd.Series:
-    """True where the score came from the personalised model (built on consent-only data)
-    and the customer is no longer personalised: the score may not be used any more.
-    Returned on ``tiers_now``'s index; ``scored_tiers`` is aligned by position."""
-    scored = pd.Series(np.asarray(scored_tiers, dtype=object), index=tiers_now.index)
-    return scored.eq("personalised") & tiers_now.ne("personalised")
-
-
 def send_time_reasons(
     customer_ids: pd.Series,
     scored_tiers: pd.Series,
@@ -440,7 +431,7 @@ def send_time_reasons(
     st = states.drop_duplicates("customer_id").set_index("customer_id").reindex(ids)
     holds_product = pd.Series(False, index=ids)
     masks = [
-        not_a_customer(cust, day),
+        pd.Series(~customer_on(cust["customer_since"], cust["closed_at"], day), index=ids),
         st["tier"].eq("excluded"),
         consent_withdrawn_since_scoring(scored_tiers, st["tier"]),
         channel_reserved(st, channel, policy),
@@ -923,16 +914,6 @@ def check_instants(as_of: pd.Timestamp, now: pd.Timestamp) -> tuple[pd.Timestamp
     now as well. A withdrawal, reservation or objection made after the requested instant
     still removes the customer; a later grant never restores one (the protective reading)."""
     return (as_of,) if as_of >= now else (as_of, now)
-
-
-def first_reason(reasons: Sequence[pd.Series]) -> pd.Series:
-    """Per row, the first non-empty reason over the instants checked, in their order."""
-    if not reasons:
-        raise ValueError("first_reason needs the reasons of at least one instant")
-    out = reasons[0]
-    for later in reasons[1:]:
-        out = out.mask(out.eq(""), later)
-    return out
 
 
 def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, checks: Sequence[tuple[pd.DataFrame, date]],
