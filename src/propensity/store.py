@@ -132,6 +132,7 @@ class FeatureStore:
         self._objects = {obj.name: obj for obj in self._definitions.build(settings)}
         self._specs = {v.name: v for v in view_specs(self.policy, self.catalogue)}
         self._governance: tuple[pd.DataFrame, pd.DataFrame] | None = None
+        self._published_checked = False
 
     # ----------------------------------------------------------------------- definitions
     def apply(self) -> list[str]:
@@ -162,8 +163,15 @@ class FeatureStore:
         return sorted({v.category for v in self.service_views(service)})
 
     def snapshots(self) -> list[date]:
-        """The month ends the offline store holds features for, oldest first."""
+        """The month ends the offline store holds features for, oldest first. Refuses a
+        store that the current policy and definitions did not build (:func:`check_published`)."""
+        self._check_published()
         return feature_snapshots(self.settings)
+
+    def _check_published(self) -> None:
+        if not self._published_checked:
+            check_published(self.settings, self._specs.values())
+            self._published_checked = True
 
     # ------------------------------------------------------------------------- governance
     def _governance_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -171,6 +179,7 @@ class FeatureStore:
             folder = self.settings.features_dir
             if not (folder / TIER_INTERVALS).is_file():
                 raise MissingInputError(f"no feature store built under {folder}: run `propensity features build`")
+            self._check_published()
             self._governance = (pd.read_parquet(folder / TIER_INTERVALS), pd.read_parquet(folder / MEMBERSHIP))
         return self._governance
 
@@ -303,10 +312,10 @@ class FeatureStore:
         snapshots = read_manifest(self.settings)["snapshots"]
         if as_of.isoformat() not in snapshots:
             raise MissingInputError(f"no feature snapshot for {as_of}; built snapshots: {snapshots[0]} .. {snapshots[-1]}")
+        _, membership = self._governance_tables()  # refuses a store of another policy or definition
         self.reset_online()
         instant = snapshot_instant(as_of)
         self._fs.materialize(start_date=instant - timedelta(hours=1), end_date=instant + timedelta(microseconds=1))
-        _, membership = self._governance_tables()
         return len(membership)
 
     def reset_online(self) -> None:
@@ -355,6 +364,34 @@ def _check_rows(rows_in: pd.DataFrame, returned: np.ndarray, service: str) -> No
             f"feature retrieval through service {service!r} returned {len(returned)} rows for "
             f"{len(rows_in)} entity rows; refusing a dataset that lost or gained rows"
         )
+
+
+def check_published(settings: Settings, specs) -> None:
+    """Refuse an offline store that the current policy and feature definitions did not
+    build: tiers and permitted categories are decided at build time, so a store built
+    under another policy version must not be read, and a view file without a column its
+    definition has cannot serve it. ``MissingInputError`` naming what differs."""
+    import pyarrow.parquet as pq
+
+    folder = settings.features_dir
+    rebuild = "rebuild it: `propensity features build`"
+    built_under = read_manifest(settings).get("policy_version")
+    if built_under != settings.policy.version:
+        raise MissingInputError(
+            f"the feature store under {folder} was built under policy version {built_under}, and the policy "
+            f"({settings.policy_file.name}) is version {settings.policy.version}: {rebuild}"
+        )
+    for spec in specs:
+        path = folder / f"{spec.name}.parquet"
+        if not path.is_file():
+            raise MissingInputError(f"the feature store under {folder} has no file for view {spec.name} ({path.name}): {rebuild}")
+        missing = [c for c in spec.feature_names if c not in set(pq.read_schema(path).names)]
+        if missing:
+            raise MissingInputError(
+                f"view {spec.name} in {path} lacks {len(missing)} column(s) of its definition "
+                f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); the store was built by an older "
+                f"feature definition: {rebuild}"
+            )
 
 
 def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:

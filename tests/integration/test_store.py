@@ -155,6 +155,41 @@ def test_policy_moving_employer_to_basic_changes_the_basic_feature_service(tmp_p
     assert "transactions" not in basic_views(moved)
 
 
+def test_a_store_built_under_another_policy_version_is_refused(store, tmp_path):
+    import yaml
+
+    from propensity.errors import MissingInputError
+
+    document = yaml.safe_load((ROOT / "conf" / "policy.yaml").read_text())
+    document["version"] = "2099.1"
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(document))
+    newer = store.settings.with_overrides(policy_file=tmp_path / "policy.yaml")
+    rows = entities([("P", "2024-02-29")])
+    with pytest.raises(MissingInputError, match=r"built under policy version 2026\.1.*is version 2099\.1.*features build"):
+        FeatureStore(newer).historical_features(rows)
+    with pytest.raises(MissingInputError, match="policy version"):
+        FeatureStore(newer).snapshots()
+    assert store.historical_features(rows)["personalised"]["customer_id"].tolist() == ["P"]  # the store itself is unchanged
+
+
+def test_a_view_file_without_a_column_of_its_definition_is_refused(store, tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from propensity.errors import MissingInputError
+
+    data = tmp_path / "data"
+    shutil.copytree(store.settings.data_dir, data)
+    settings = store.settings.with_overrides(data_dir=data)
+    view = settings.features_dir / "account_balance.parquet"
+    table = pq.read_table(view)
+    pq.write_table(table.drop_columns(["balance_savings_nok"]), view)
+    with pytest.raises(MissingInputError, match=r"view account_balance .* lacks 1 column\(s\) .*\(balance_savings_nok\).*features build"):
+        FeatureStore(settings).historical_features(entities([("P", "2024-02-29")]))
+    assert pq.read_schema(view).names == [n for n in table.column_names if n != "balance_savings_nok"]  # nothing rewritten
+
+
 def test_feature_report_refuses_a_date_that_is_not_a_snapshot(store):
     from propensity.errors import MissingInputError
 
