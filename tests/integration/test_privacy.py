@@ -136,7 +136,9 @@ def files_holding(settings: Settings, needles: set[str]) -> list[str]:
 def feature_frames(settings: Settings, without: str | None = None) -> dict[str, pd.DataFrame]:
     out = {}
     for path in sorted(settings.features_dir.glob("*.parquet")):
-        frame = pd.read_parquet(path)
+        # Nullable dtypes: an integer column keeps its type whether or not the erased
+        # customer held its only nulls.
+        frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
         if without is not None:
             frame = frame[frame["customer_id"] != without]
         out[path.name] = frame.reset_index(drop=True)

@@ -96,7 +96,7 @@ def write_scores(settings: Settings, probability: dict[tuple[str, str], float]) 
 
 def outputs(settings: Settings) -> dict[str, pd.DataFrame]:
     files = sorted(settings.features_dir.glob("*.parquet")) + sorted(settings.scores_dir.glob("score_date=*/*.parquet"))
-    return {str(p.relative_to(settings.data_dir)): pd.read_parquet(p) for p in files}
+    return {str(p.relative_to(settings.data_dir)): pd.read_parquet(p, dtype_backend="numpy_nullable") for p in files}
 
 
 def assert_same(left: dict[str, pd.DataFrame], right: dict[str, pd.DataFrame]) -> None:
