@@ -18,10 +18,11 @@ from propensity.store import FeatureStore
 
 def run(settings: Settings, score_date: date | None = None, products: list[str] | None = None,
         progress: Callable[[str], None] = print, store: FeatureStore | None = None) -> score.ScoreRun:
-    score.resolve_score_date(settings, score_date)  # a stale or missing snapshot fails before any work
+    store = store or FeatureStore(settings)
+    store.snapshots()  # a store of another policy or feature definition fails before any work
+    score.resolve_score_date(settings, score_date)  # so does a stale or missing snapshot
     progress(f"validating extracts in {settings.raw_dir}")
     raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue, tables=labels.SCORING_TABLES)
-    store = store or FeatureStore(settings)
     con = connect(threads=settings.n_jobs)
     try:
         def candidates_at(day: date):

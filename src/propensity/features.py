@@ -37,7 +37,7 @@ from propensity.config import Catalogue, Policy, Settings
 from propensity.consent import tier_intervals
 from propensity.duck import connect, sql_literal
 from propensity.errors import MissingInputError
-from propensity.policy import customer_on_sql
+from propensity.policy import customer_on_sql, fingerprint
 from propensity.schema import ACCOUNT_TYPES, CONTACT_TOPICS, DIGITAL_CHANNELS, MERCHANT_CATEGORIES, TOPICS
 from propensity.snapshots import month_end, month_ends, month_index, snapshot_instant
 
@@ -667,6 +667,7 @@ def build_offline_store(
             manifest = {
                 "snapshots": [d.isoformat() for d in days],
                 "policy_version": policy.version,
+                "policy_fingerprint": fingerprint(policy),
                 "views": {v.name: {"category": v.category, "group_company": v.group_company, "rows": rows[v.name]} for v in view_specs(policy, catalogue)},
                 "built_at": datetime.now(timezone.utc).isoformat(),
             }

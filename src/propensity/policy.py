@@ -14,6 +14,7 @@ Everything here is vectorised over whole tables: no Python loop per customer or 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,12 @@ from propensity.config import Policy
 
 CONSENT_PREFIX = "consent_"
 RESERVATION_PREFIX = "reserved_"
+
+
+def fingerprint(policy: Policy) -> str:
+    """sha256 of the policy's content (every rule, not only its version): what a feature
+    store was built under, so that a policy edited without a version bump is noticed."""
+    return hashlib.sha256(policy.model_dump_json().encode("utf-8")).hexdigest()
 
 
 def consent_column(name: str) -> str:

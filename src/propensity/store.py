@@ -40,7 +40,7 @@ from propensity.features import (
     view_specs,
     views_for_tier,
 )
-from propensity.policy import customer_on, utc_us
+from propensity.policy import customer_on, fingerprint, utc_us
 from propensity.snapshots import snapshot_instant
 
 SERVICES = ("personalised", "basic")
@@ -93,8 +93,15 @@ def import_feast() -> None:
 
 def feature_snapshots(settings: Settings) -> list[date]:
     """The month ends the published offline store holds features for, oldest first
-    (``MissingInputError`` when none was built). Reads the manifest only: no Feast."""
-    return [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
+    (``MissingInputError`` when none was built, or none is left after a retention purge).
+    Reads the manifest only: no Feast."""
+    snapshots = [date.fromisoformat(d) for d in read_manifest(settings)["snapshots"]]
+    if not snapshots:
+        raise MissingInputError(
+            f"the feature store under {settings.features_dir} holds no snapshot (a retention purge may have removed "
+            f"them all): run `propensity features build`"
+        )
+    return snapshots
 
 
 class FeatureStore:
@@ -136,8 +143,11 @@ class FeatureStore:
 
     # ----------------------------------------------------------------------- definitions
     def apply(self) -> list[str]:
-        """Register the entity, views and services; remove views no longer defined."""
+        """Register the entity, views and services; remove views no longer defined. The
+        published store is read afresh afterwards (a build may have replaced it)."""
         from feast import FeatureView
+
+        self._governance, self._published_checked = None, False
 
         objects = list(self._objects.values())
         current = {v.name for v in objects if isinstance(v, FeatureView)}
@@ -309,10 +319,10 @@ class FeatureStore:
         The online store is rebuilt from scratch, so it never keeps a row of an earlier
         snapshot that is no longer permitted. Returns the number of customers loaded.
         """
-        snapshots = read_manifest(self.settings)["snapshots"]
-        if as_of.isoformat() not in snapshots:
+        snapshots = self.snapshots()  # refuses a store of another policy or definition, or an empty one
+        if as_of not in snapshots:
             raise MissingInputError(f"no feature snapshot for {as_of}; built snapshots: {snapshots[0]} .. {snapshots[-1]}")
-        _, membership = self._governance_tables()  # refuses a store of another policy or definition
+        _, membership = self._governance_tables()
         self.reset_online()
         instant = snapshot_instant(as_of)
         self._fs.materialize(start_date=instant - timedelta(hours=1), end_date=instant + timedelta(microseconds=1))
@@ -375,11 +385,18 @@ def check_published(settings: Settings, specs) -> None:
 
     folder = settings.features_dir
     rebuild = "rebuild it: `propensity features build`"
-    built_under = read_manifest(settings).get("policy_version")
+    manifest = read_manifest(settings)
+    built_under = manifest.get("policy_version")
     if built_under != settings.policy.version:
         raise MissingInputError(
             f"the feature store under {folder} was built under policy version {built_under}, and the policy "
             f"({settings.policy_file.name}) is version {settings.policy.version}: {rebuild}"
+        )
+    # A store built before fingerprints were recorded is checked by version only.
+    if manifest.get("policy_fingerprint", fingerprint(settings.policy)) != fingerprint(settings.policy):
+        raise MissingInputError(
+            f"the feature store under {folder} was built under another text of policy version {built_under} "
+            f"({settings.policy_file.name} was edited without a version bump): {rebuild}"
         )
     for spec in specs:
         path = folder / f"{spec.name}.parquet"
@@ -496,8 +513,8 @@ def feature_report(store: "FeatureStore", customer_id: str, at: date) -> Feature
     """What the store holds for one customer at a snapshot, per view, and why each
     category was or was not permitted (tier, group data sharing)."""
     policy = store.policy
-    snapshots = read_manifest(store.settings)["snapshots"]
-    if at.isoformat() not in snapshots:
+    snapshots = store.snapshots()
+    if at not in snapshots:
         raise MissingInputError(f"no feature snapshot for {at}: features exist at month ends {snapshots[0]} .. {snapshots[-1]}")
     entity = pd.DataFrame({ENTITY: [customer_id], TIMESTAMP: [snapshot_instant(at)]})
     state = store.tiers(entity).iloc[0]

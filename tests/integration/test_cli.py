@@ -66,3 +66,18 @@ def test_an_unknown_tier_is_refused_before_anything_is_written(data):
     result = runner.invoke(app, ["train", "--tiers", "personalized"])
     assert result.exit_code == 1 and "unknown tier(s) ['personalized']" in result.output
     assert list(data.iterdir()) == []  # no Feast registry, no MLflow store
+
+
+def test_a_store_built_under_another_policy_version_is_one_message_and_exit_1(data):
+    import json
+
+    assert runner.invoke(app, ["synth", "--customers", "60", "--months", "3", "--seed", "3"]).exit_code == 0
+    result = runner.invoke(app, ["features", "build"])
+    assert result.exit_code == 0, result.output
+    manifest = data / "features" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "policy_version": "2020.1"}))
+    result = runner.invoke(app, ["score"])
+    assert result.exit_code == 1
+    assert "policy version 2020.1" in result.output and "propensity features build" in result.output
+    assert "Traceback" not in result.output
+    assert not (data / "scores").exists()  # nothing written

@@ -172,16 +172,70 @@ def test_a_store_built_under_another_policy_version_is_refused(store, tmp_path):
     assert store.historical_features(rows)["personalised"]["customer_id"].tolist() == ["P"]  # the store itself is unchanged
 
 
-def test_a_view_file_without_a_column_of_its_definition_is_refused(store, tmp_path):
+def copied(store, tmp_path, **overrides):
+    """Settings over a copy of the module's data folder (a test may then break the copy)."""
     import shutil
 
+    data = tmp_path / "data"
+    shutil.copytree(store.settings.data_dir, data)
+    return store.settings.with_overrides(data_dir=data, **overrides)
+
+
+def test_a_policy_edited_without_a_version_bump_is_refused(store, tmp_path):
+    import yaml
+
+    from propensity.errors import MissingInputError
+
+    document = yaml.safe_load((ROOT / "conf" / "policy.yaml").read_text())
+    document["categories"]["employer"]["tiers"] = ["personalised", "basic"]  # same version, other rules
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(document))
+    edited = store.settings.with_overrides(policy_file=tmp_path / "policy.yaml")
+    assert edited.policy.version == store.settings.policy.version
+    with pytest.raises(MissingInputError, match="edited without a version bump.*features build"):
+        FeatureStore(edited).historical_features(entities([("P", "2024-02-29")]))
+
+
+def test_a_refused_store_leaves_the_online_store_as_it_was(store, tmp_path):
+    import json
+    import sqlite3
+
+    from propensity.errors import MissingInputError
+
+    settings = copied(store, tmp_path)
+    FeatureStore(settings).materialize(date(2024, 4, 30))
+
+    def online_rows():
+        with sqlite3.connect(settings.feast_online) as con:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            return {t: con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+    before = online_rows()
+    assert sum(before.values()) > 0
+    manifest = settings.features_dir / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "policy_version": "2020.1"}))
+    with pytest.raises(MissingInputError, match="policy version 2020.1"):
+        FeatureStore(settings).materialize(date(2024, 4, 30))
+    assert online_rows() == before
+
+
+def test_a_store_without_snapshots_says_what_to_run(store, tmp_path):
+    import json
+
+    from propensity.errors import MissingInputError
+
+    settings = copied(store, tmp_path)
+    manifest = settings.features_dir / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "snapshots": []}))
+    with pytest.raises(MissingInputError, match="holds no snapshot.*features build"):
+        feature_report(FeatureStore(settings), "P", date(2024, 2, 29))
+
+
+def test_a_view_file_without_a_column_of_its_definition_is_refused(store, tmp_path):
     import pyarrow.parquet as pq
 
     from propensity.errors import MissingInputError
 
-    data = tmp_path / "data"
-    shutil.copytree(store.settings.data_dir, data)
-    settings = store.settings.with_overrides(data_dir=data)
+    settings = copied(store, tmp_path)
     view = settings.features_dir / "account_balance.parquet"
     table = pq.read_table(view)
     pq.write_table(table.drop_columns(["balance_savings_nok"]), view)
