@@ -438,10 +438,16 @@ def monitoring(
                 tops[(product, tier)] = list(top_features_of(product, tier))
             except MissingInputError as exc:
                 notes.append(str(exc))
-        for tier in sorted({t for _, t in tops}):
-            for day in (before, after):
-                progress(f"features of the {tier} customers scored at {day}")
-                frames[(day, tier)] = scored_features(store, history, day, tier)
+        try:
+            for tier in sorted({t for _, t in tops}):
+                for day in (before, after):
+                    progress(f"features of the {tier} customers scored at {day}")
+                    frames[(day, tier)] = scored_features(store, history, day, tier)
+        except MissingInputError as exc:
+            # A store that may not be read (stale, rebuilt without those days) costs the
+            # feature PSI only: score PSI and realised lift do not read features.
+            frames = {}
+            notes.append(f"feature PSI not computed: {exc}")
     return Monitoring(
         auc_margin=auc_margin,
         data_end=data_end,

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from propensity import reports
 from propensity.cli import app, pipeline
 from propensity.config import Settings, load_settings
-from propensity.errors import PrivacyGuardError
+from propensity.errors import MissingInputError, PrivacyGuardError
 from propensity.features import personalised_only_columns
 from propensity.monitor import MIN_CONVERSIONS
 from propensity.registry import load_champion, run_record
@@ -242,6 +242,21 @@ def test_monitor_realised_lift_covers_the_scored_and_labelled_customers(bank):
     assert set(found.score_psi["tier"]) == {"all", "personalised", "basic"}
     assert len(found.feature_psi) > 0 and found.feature_psi["psi"].notna().all()
     assert not found.deciles.columns.isin(["customer_id"]).any()
+
+
+class _RefusingStore(_SpyStore):
+    """A feature store that refuses every read, as a stale store does."""
+
+    def historical_features(self, *args, **kwargs):
+        raise MissingInputError("the feature store was built under policy version 2020.1: rebuild it")
+
+
+def test_monitor_without_readable_features_keeps_everything_but_the_feature_psi(bank):
+    settings, store = bank["settings"], bank["store"]
+    found = pipeline(settings, "report").monitoring(settings, store=_RefusingStore(store), progress=lambda _: None)
+    assert found.feature_psi.empty
+    assert any(n.startswith("feature PSI not computed:") and "2020.1" in n for n in found.notes)
+    assert len(found.score_psi) > 0 and len(found.deciles) > 0 and len(found.auc) > 0
 
 
 def test_monitor_warns_per_model_whose_auc_fell_below_its_test_auc_by_the_margin(bank):
