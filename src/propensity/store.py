@@ -402,7 +402,8 @@ def check_published(settings: Settings, specs) -> None:
         path = folder / f"{spec.name}.parquet"
         if not path.is_file():
             raise MissingInputError(f"the feature store under {folder} has no file for view {spec.name} ({path.name}): {rebuild}")
-        missing = [c for c in spec.feature_names if c not in set(pq.read_schema(path).names)]
+        present = set(pq.read_schema(path).names)
+        missing = [c for c in spec.feature_names if c not in present]
         if missing:
             raise MissingInputError(
                 f"view {spec.name} in {path} lacks {len(missing)} column(s) of its definition "

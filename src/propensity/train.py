@@ -778,8 +778,8 @@ class TrainingPlan:
     splits: dict[str, Split]
     labels: pd.DataFrame
     data_end: date
+    started: float  # perf_counter when planning began (the job's time counts from here)
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)  # when planning began
 
 
 def plan_training(
@@ -810,7 +810,7 @@ def plan_training(
     needed = sorted({d for s in splits.values() for d in (*s.train, *s.valid, *s.test)})
     labels = read_labels(settings, raw, products, needed, snapshots[-1])
     progress(f"labels: {len(labels):,} customer-snapshot-products over {len(needed)} snapshots ({needed[0]}..{needed[-1]})")
-    return TrainingPlan(products, tiers, splits, labels, snapshots[-1], skipped, started)
+    return TrainingPlan(products, tiers, splits, labels, snapshots[-1], started, skipped)
 
 
 @dataclass
@@ -825,14 +825,6 @@ class TrainedModel:
     features: TierFeatures
     oracle: np.ndarray | None
     started: float  # perf_counter when its dataset was built
-
-    @property
-    def product(self) -> str:
-        return self.fitted.product
-
-    @property
-    def tier(self) -> str:
-        return self.fitted.tier
 
 
 def train_models(
