@@ -136,6 +136,7 @@ def phase_raw_asof(data: str, snapshots: int, out: str) -> tuple[float, float, i
     entity = _entities(s, snapshots)
     store = FeatureStore.__new__(FeatureStore)  # tiering only: no Feast object is created
     store.settings, store.policy, store.catalogue, store._governance = s, s.policy, s.catalogue, None
+    store._published_checked = True  # phase (a) built this store under the current definitions
     con = connect(threads=s.n_jobs)
     t = time.perf_counter()
     tiers = store.tiers(entity)

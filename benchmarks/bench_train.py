@@ -65,11 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(ROOT / "conf" / "pipeline.yaml", **overrides)
     timings: dict[str, float] = {}
     print(f"training settings {settings.training_file}")
+    customers_file = settings.raw_dir / "customers.parquet"
+    if customers_file.exists():
+        # A bank already in the folder: its own size counts, not --customers.
+        import pyarrow.parquet as pq
+
+        args.customers = pq.ParquetFile(customers_file).metadata.num_rows
+        print(f"reusing the bank in {settings.raw_dir}")
     print(f"data folder {data_dir}; {args.customers:,} customers x {args.months} months; n_jobs {settings.n_jobs}; "
           f"cpus {os.cpu_count()}; load {os.getloadavg()[0]:.2f}")
 
     t0 = time.perf_counter()
-    if not (settings.raw_dir / "customers.parquet").exists():
+    if not customers_file.exists():
         bank = synth.generate_bank(args.customers, args.months, settings.synth.start, settings.seed,
                                    settings.synth.transactions_per_month, settings.policy, settings.catalogue)
         synth.write_bank(bank, settings.raw_dir, settings.truth_dir)

@@ -15,7 +15,7 @@ customer-snapshot. The gate is applied *before* any aggregation:
 
 Every feature uses only data at or before the snapshot instant (month-end, 23:59:59.999999
 UTC). Windows are calendar months: ``_1m`` is the snapshot's month, ``_3m`` it and the two
-before, ``_12m`` the last twelve.
+before, ``_12m`` the last twelve, ``_24m`` the last twenty-four.
 """
 
 from __future__ import annotations
@@ -131,10 +131,11 @@ def view_specs(policy: Policy, catalogue: Catalogue) -> tuple[ViewSpec, ...]:
             _f(["salary_inflow_1m_nok", "salary_inflow_3m_nok", "salary_inflow_12m_nok", "spend_total_1m_nok",
                 "spend_total_3m_nok", "transfers_out_1m_nok", "transfers_out_3m_nok"], "float")
             + _f(["large_transfers_out_3m"], "int")
-            + _f([f"spend_{m}_{w}_nok" for m in MERCHANT_CATEGORIES for w in ("1m", "3m", "12m")], "float")
+            + _f([f"spend_{m}_{w}_nok" for m in MERCHANT_CATEGORIES for w in ("1m", "3m")], "float")
             + _f(["spend_trend_1m_vs_3m", "card_share_3m", "atm_withdrawals_3m_nok"], "float")
-            + _f(["n_transactions_1m"], "int"),
-            "salary inflow, spending by merchant category, card share (personalised tier only)",
+            + _f(["n_transactions_1m"], "int")
+            + _f([f"card_payments_{m}_24m" for m in MERCHANT_CATEGORIES], "int"),
+            "salary inflow, spending and card payments by merchant category, card share (personalised tier only)",
         ),
         ViewSpec(
             "employer",
@@ -260,8 +261,9 @@ def _month_idx(column: str) -> str:
 
 def _monthly_windowed(allowed: str, lookback: int, source: str, aggregates: list[str], windows: list[str]) -> str:
     """Month-level aggregates of ``source`` (which must expose customer_id and m_idx),
-    restricted to the months permitted snapshots look back on, then windowed to each
-    snapshot month. Returns a query over (customer_id, event_timestamp, <windows>)."""
+    restricted to the months permitted snapshots look back on (``lookback`` months, the
+    longest window the view reads: ``w1``, ``w3``, ``w12`` or ``w24``), then windowed to
+    each snapshot month. Returns a query over (customer_id, event_timestamp, <windows>)."""
     return f"""
         WITH allowed AS ({allowed}),
         lookbacks AS (
@@ -283,16 +285,21 @@ def _monthly_windowed(allowed: str, lookback: int, source: str, aggregates: list
             FROM src SEMI JOIN needed ON src.customer_id = needed.customer_id AND src.m_idx = needed.m_idx
             GROUP BY src.customer_id, src.m_idx
         ),
+        -- The months with data, and every snapshot month (its row carries the windows even
+        -- when the month itself is empty). RANGE frames read by month number, so an empty
+        -- month inside a window needs no row.
         grid AS (
-            SELECT n.customer_id, n.m_idx, m.* EXCLUDE (customer_id, m_idx)
-            FROM needed n LEFT JOIN monthly m ON m.customer_id = n.customer_id AND m.m_idx = n.m_idx
+            SELECT COALESCE(m.customer_id, a.customer_id) AS customer_id, COALESCE(m.m_idx, a.t_idx) AS m_idx,
+                   m.* EXCLUDE (customer_id, m_idx)
+            FROM monthly m FULL JOIN (SELECT DISTINCT customer_id, t_idx FROM allowed) a
+                 ON m.customer_id = a.customer_id AND m.m_idx = a.t_idx
         ),
         windowed AS (
             SELECT customer_id, m_idx, {", ".join(windows)}
             FROM grid
-            WINDOW w1 AS (PARTITION BY customer_id ORDER BY m_idx RANGE BETWEEN CURRENT ROW AND CURRENT ROW),
-                   w3 AS (PARTITION BY customer_id ORDER BY m_idx RANGE BETWEEN 2 PRECEDING AND CURRENT ROW),
-                   w12 AS (PARTITION BY customer_id ORDER BY m_idx RANGE BETWEEN {lookback - 1} PRECEDING AND CURRENT ROW)
+            WINDOW wr AS (PARTITION BY customer_id ORDER BY m_idx),
+                   w12 AS (PARTITION BY customer_id ORDER BY m_idx RANGE BETWEEN 11 PRECEDING AND CURRENT ROW),
+                   w24 AS (PARTITION BY customer_id ORDER BY m_idx RANGE BETWEEN 23 PRECEDING AND CURRENT ROW)
         )
         SELECT a.customer_id, a.{TIMESTAMP}, a.snapshot_date, w.* EXCLUDE (customer_id, m_idx)
         FROM allowed a JOIN windowed w ON w.customer_id = a.customer_id AND w.m_idx = a.t_idx
@@ -300,6 +307,19 @@ def _monthly_windowed(allowed: str, lookback: int, source: str, aggregates: list
 
 
 def _sum(expr: str, window: str, kind: str = "DOUBLE") -> str:
+    """The sum of a monthly aggregate over a window ending at the snapshot month (0 when the
+    window holds no data). The grid holds one row per customer and month with data or a
+    snapshot, so the one-month window is the row itself, and the three-month window adds
+    the one or two rows before it when they fall within the window: two LAGs, cheaper than
+    a framed SUM. Longer windows use a RANGE frame."""
+    if window == "w1":
+        return f"CAST(COALESCE({expr}, 0) AS {kind})"
+    if window == "w3":
+        earlier = " + ".join(
+            f"CASE WHEN LAG(m_idx, {k}) OVER wr >= m_idx - 2 THEN COALESCE(LAG({expr}, {k}) OVER wr, 0) ELSE 0 END"
+            for k in (1, 2)
+        )
+        return f"CAST(COALESCE({expr}, 0) + {earlier} AS {kind})"
     return f"CAST(COALESCE(SUM({expr}) OVER {window}, 0) AS {kind})"
 
 
@@ -319,6 +339,7 @@ def transactions_sql(raw: Callable[[str], str], allowed: str) -> str:
         f"COUNT(*) FILTER (WHERE kind = 'transfer' AND amount <= -{LARGE_TRANSFER_NOK}) AS large_transfers_out",
         "COUNT(*) AS n",
     ] + [f"SUM(-amount) FILTER (WHERE amount < 0 AND kind <> 'atm' AND mcat = '{m}') AS s_{m}" for m in MERCHANT_CATEGORIES]
+    aggregates += [f"COUNT(*) FILTER (WHERE kind = 'card' AND mcat = '{m}') AS c_{m}" for m in MERCHANT_CATEGORIES]
     windows = [
         f"{_sum('salary', 'w1')} AS salary_inflow_1m_nok",
         f"{_sum('salary', 'w3')} AS salary_inflow_3m_nok",
@@ -328,17 +349,25 @@ def transactions_sql(raw: Callable[[str], str], allowed: str) -> str:
         f"{_sum('salary', 'w12')} AS salary_inflow_12m_nok",
         f"{_sum('spend', 'w1')} AS spend_total_1m_nok",
         f"{_sum('spend', 'w3')} AS spend_total_3m_nok",
+        f"{_sum('card_spend', 'w3')} AS card_spend_3m_nok",
     ]
     for m in MERCHANT_CATEGORIES:
-        for w in ("1m", "3m", "12m"):
+        for w in ("1m", "3m"):
             windows.append(f"{_sum(f's_{m}', 'w' + w[:-1])} AS spend_{m}_{w}_nok")
     windows += [
-        f"CAST({_sum('spend', 'w1')} / NULLIF({_sum('spend', 'w3')} / 3.0, 0) AS DOUBLE) AS spend_trend_1m_vs_3m",
-        f"CAST({_sum('card_spend', 'w3')} / NULLIF({_sum('spend', 'w3')}, 0) AS DOUBLE) AS card_share_3m",
         f"{_sum('atm', 'w3')} AS atm_withdrawals_3m_nok",
         f"{_sum('n', 'w1', 'BIGINT')} AS n_transactions_1m",
     ]
-    return _monthly_windowed(allowed, 12, source, aggregates, windows)
+    # Card payments are counted over two years: a spending style (how often, not how much)
+    # is a trait, and a count over a long window reads it with less noise than amounts.
+    windows += [f"{_sum(f'c_{m}', 'w24', 'BIGINT')} AS card_payments_{m}_24m" for m in MERCHANT_CATEGORIES]
+    # Ratios read the windowed sums (each window is computed once).
+    return f"""
+        SELECT *,
+               CAST(spend_total_1m_nok / NULLIF(spend_total_3m_nok / 3.0, 0) AS DOUBLE) AS spend_trend_1m_vs_3m,
+               CAST(card_spend_3m_nok / NULLIF(spend_total_3m_nok, 0) AS DOUBLE) AS card_share_3m
+        FROM ({_monthly_windowed(allowed, 24, source, aggregates, windows)})
+    """
 
 
 def digital_sql(raw: Callable[[str], str], allowed: str) -> str:

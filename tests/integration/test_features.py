@@ -170,3 +170,24 @@ def test_failed_build_leaves_previous_store_intact(built, tmp_path):
     with pytest.raises(Exception):
         build_offline_store(broken, lambda t: f"read_parquet('{tmp_path}/empty/{t}.parquet')")
     assert sorted(p.name for p in settings.features_dir.iterdir()) == before
+
+
+def test_card_payments_are_counted_over_twenty_four_months(tmp_path):
+    bank = TinyBank()
+    bank.customer("C", since="2021-01-01").consent("C", "2021-01-01T00:00:00Z")
+    bank.employment("C", "2021-01-01").demographics("C", "2021-01-01")
+    bank.transaction("C", "2022-04-20T12:00:00Z", -100.0, merchant_category="restaurants")  # 25 months back: out
+    bank.transaction("C", "2022-05-03T12:00:00Z", -100.0, merchant_category="restaurants")  # first month of the window
+    bank.transaction("C", "2023-01-10T12:00:00Z", -100.0, merchant_category="restaurants")
+    bank.transaction("C", "2024-04-30T21:00:00Z", -100.0, merchant_category="restaurants")
+    bank.transaction("C", "2024-03-01T12:00:00Z", -100.0, kind="transfer", merchant_category="restaurants")  # not a card payment
+    bank.transaction("C", "2024-03-02T12:00:00Z", -100.0, merchant_category=None)  # counted as "other"
+    bank.write(tmp_path / "raw")
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+    build_offline_store(settings, raw.relation)
+    tx = view(settings, "transactions").set_index("month")
+    assert tx.loc["2024-04", "card_payments_restaurants_24m"] == 3
+    assert tx.loc["2024-04", "card_payments_other_24m"] == 1
+    assert tx.loc["2024-04", "spend_restaurants_3m_nok"] == 200.0  # amounts count transfers too; payments only cards
+    assert tx.loc["2023-04", "card_payments_restaurants_24m"] == 3  # April 2022 to January 2023
