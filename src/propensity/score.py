@@ -29,6 +29,8 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from propensity.atomic import clear_stale_staging, staged_dir, write_bytes_atomic
@@ -147,7 +149,7 @@ def score_frame(
     n = len(order)
     scores = pd.DataFrame(
         {
-            ENTITY: customers.to_numpy()[customer_code],
+            ENTITY: pd.Categorical.from_codes(customer_code, categories=customers),
             "score_date": score_date,
             "product": _per_part(meta_frame["product"], part),
             "probability": probability,
@@ -160,6 +162,21 @@ def score_frame(
         }
     )
     return scores[SCORE_COLUMNS]
+
+
+def write_scores(scores: pd.DataFrame, path: Path) -> None:
+    """Write a score table to Parquet. customer_id is stored as plain strings (readers get
+    ids, not a categorical); it is built from its codes in Arrow, without a Python string
+    per row."""
+    table = pa.Table.from_pandas(scores.drop(columns=[ENTITY]), preserve_index=False)
+    ids = scores[ENTITY]
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        column = pa.DictionaryArray.from_arrays(
+            pa.array(ids.cat.codes.to_numpy()), pa.array(ids.cat.categories.to_numpy(), type=pa.string())
+        ).cast(pa.string())
+    else:
+        column = pa.array(ids.to_numpy(), type=pa.string())
+    pq.write_table(table.add_column(0, ENTITY, column), path)
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -321,7 +338,7 @@ def run_scoring(
         clear_stale_staging(settings.scores_dir)
         target = partition_dir(settings, day)
         with staged_dir(target) as staging:
-            scores.to_parquet(staging / "part-0.parquet", index=False)
+            write_scores(scores, staging / "part-0.parquet")
         timings["write_s"] = time.perf_counter() - t2
         means = scores.groupby("product", observed=True)["probability"].mean().round(6).to_dict() if len(scores) else {}
         run = ScoreRun(

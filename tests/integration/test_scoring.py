@@ -161,17 +161,16 @@ def test_killed_run_leaves_the_previous_partition_intact(scored):
     script = textwrap.dedent(
         f"""
         import os, signal
-        import pandas as pd
+        import pyarrow.parquet as pq
         from datetime import date
         from propensity.cli import pipeline
         from propensity.config import load_settings
 
-        original = pd.DataFrame.to_parquet
-        def die_midway(self, path, *args, **kwargs):
+        def die_midway(table, path, *args, **kwargs):
             with open(path, "wb") as fh:
                 fh.write(b"PAR1 half a file")
             os.kill(os.getpid(), signal.SIGKILL)
-        pd.DataFrame.to_parquet = die_midway
+        pq.write_table = die_midway
         settings = load_settings({str(ROOT / "conf" / "pipeline.yaml")!r}, data_dir={str(settings.data_dir)!r})
         pipeline(settings, "score").run(settings, date(2025, 8, 31), {PRODUCTS!r}, progress=lambda _: None)
         """
