@@ -317,15 +317,31 @@ class FeatureStore:
         """Load the permitted feature rows of snapshot ``as_of`` into the online store.
 
         The online store is rebuilt from scratch, so it never keeps a row of an earlier
-        snapshot that is no longer permitted. Returns the number of customers loaded.
+        snapshot that is no longer permitted. If loading fails part-way, the online store
+        is put back as it was before the call (from a copy taken first, removed after).
+        Returns the number of customers loaded.
         """
         snapshots = self.snapshots()  # refuses a store of another policy or definition, or an empty one
         if as_of not in snapshots:
             raise MissingInputError(f"no feature snapshot for {as_of}; built snapshots: {snapshots[0]} .. {snapshots[-1]}")
         _, membership = self._governance_tables()
-        self.reset_online()
-        instant = snapshot_instant(as_of)
-        self._fs.materialize(start_date=instant - timedelta(hours=1), end_date=instant + timedelta(microseconds=1))
+        path = self.settings.feast_online
+        # Named like every temporary file of the data folder, so that the privacy inventory
+        # covers a copy left by a killed process.
+        copy = path.with_name(f".{path.name}.tmp-materialize") if path.exists() else None
+        if copy is not None:
+            _sqlite_copy(path, copy)
+        try:
+            self.reset_online()
+            instant = snapshot_instant(as_of)
+            self._fs.materialize(start_date=instant - timedelta(hours=1), end_date=instant + timedelta(microseconds=1))
+        except BaseException:
+            if copy is not None:
+                _sqlite_copy(copy, path)  # into the same file: Feast's open connection stays valid
+            raise
+        finally:
+            if copy is not None:
+                copy.unlink(missing_ok=True)
         return len(membership)
 
     def reset_online(self) -> None:
@@ -435,6 +451,15 @@ def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:
             raise PrivacyGuardError(
                 f"{int(leaked.sum())} row(s) without group data sharing carry group-company features: {sample}"
             )
+
+
+def _sqlite_copy(source: Path, target: Path) -> None:
+    """Copy a SQLite database page by page into ``target`` (created or overwritten in
+    place), consistent even while another connection has it open."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
 
 
 def _online_tables(con: sqlite3.Connection) -> list[str]:

@@ -274,3 +274,35 @@ def test_range_narrowed_join_equals_feasts_own_retrieval(store, rows, service):
     feast = store._fs.get_historical_features(entity_df=keys.copy(), features=store.service(service)).to_df()
     feast = feast.sort_values("_row").reset_index(drop=True)
     pd.testing.assert_frame_equal(ours, feast[ours.columns])
+
+
+def test_a_materialisation_failing_part_way_puts_the_online_store_back(store, tmp_path, monkeypatch):
+    import sqlite3
+
+    settings = copied(store, tmp_path)
+    fs = FeatureStore(settings)
+    fs.materialize(date(2024, 4, 30))
+
+    def online_rows():
+        with sqlite3.connect(settings.feast_online) as con:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            rows = {t: sorted(con.execute(f'SELECT entity_key, feature_name, value FROM "{t}"').fetchall()) for t in tables}
+        con.close()
+        return rows
+
+    before = online_rows()
+    assert sum(len(r) for r in before.values()) > 0
+    real = fs._fs.materialize
+
+    def fail_after_the_first_view(start_date, end_date):
+        # Feast loads one view, then fails (e.g. a full disk or a killed connection).
+        real(start_date=start_date, end_date=end_date, feature_views=["personal"])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fs._fs, "materialize", fail_after_the_first_view)
+    with pytest.raises(OSError, match="disk full"):
+        fs.materialize(date(2024, 3, 31))
+    assert online_rows() == before
+    assert not list(settings.feast_online.parent.glob(".*.tmp-*"))
+    monkeypatch.undo()
+    assert fs.online_features(["G"], date(2024, 4, 30))  # the store object still reads the restored file
