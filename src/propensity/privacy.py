@@ -141,19 +141,23 @@ class Store:
     dated_by: str = ""
     description: str = ""
     ranked: bool = False  # rank/decile are recomputed over the rows that remain
+    excluding: tuple[str, ...] = ()  # globs of files the patterns match that belong to another store
 
     def files(self, data_dir: Path) -> list[Path]:
         found = {p for pattern in self.patterns for p in data_dir.glob(pattern) if p.is_file()}
+        found -= {p for pattern in self.excluding for p in data_dir.glob(pattern)}
         return sorted(found)
 
 
 def inventory(settings: Settings) -> tuple[Store, ...]:
     """Every store the project writes under the data folder."""
-    views = tuple(f"features/{v.name}.parquet" for v in view_specs(settings.policy, settings.catalogue))
     marketing_folder = "the campaign spec's send_date (the whole folder)"
     return (
-        Store("feature_views", views, "parquet", "customer_id", "marketing", "feature_rows", "event_timestamp",
-              "offline feature store: one row per permitted customer-snapshot and view"),
+        # Every view file, also of a view the current definitions no longer have (a store
+        # not rebuilt since the policy or catalogue changed still holds it).
+        Store("feature_views", ("features/*.parquet",), "parquet", "customer_id", "marketing", "feature_rows",
+              "event_timestamp", "offline feature store: one row per permitted customer-snapshot and view",
+              excluding=(f"features/{TIER_INTERVALS}", f"features/{MEMBERSHIP}")),
         Store("tier_intervals", (f"features/{TIER_INTERVALS}",), "parquet", "customer_id", "none", None, "",
               "consent/reservation state intervals, rebuilt from the raw events by every build"),
         Store("membership", (f"features/{MEMBERSHIP}",), "parquet", "customer_id", "none", None, "",
@@ -1121,11 +1125,17 @@ def access_document(settings: Settings, raw: Raw | None, customer_id: str, now: 
         bank_campaigns = raw_rows("bank_campaign_history", "campaign_log", "sent_at, campaign_id")
         intervals = rows_of(settings.features_dir / TIER_INTERVALS, "ORDER BY valid_from")
         features = []
-        for view in view_specs(policy, catalogue):
-            held = rows_of(settings.features_dir / f"{view.name}.parquet", "ORDER BY event_timestamp")
+        specs = {v.name: {"category": v.category, "group_company": v.group_company} for v in view_specs(policy, catalogue)}
+        manifest = settings.features_dir / MANIFEST
+        built = json.loads(manifest.read_text()).get("views", {}) if manifest.is_file() else {}
+        for path in next(st for st in inventory(settings) if st.name == "feature_views").files(data):
+            held = rows_of(path, "ORDER BY event_timestamp")
             if held:
-                features.append({"view": view.name, "category": view.category, "group_company": view.group_company,
-                                 "rows": held})
+                # A view the current definitions no longer have is exported too, described
+                # as the build that wrote it recorded it (null when nothing did).
+                about = specs.get(path.stem) or built.get(path.stem, {})
+                features.append({"view": path.stem, "category": about.get("category"),
+                                 "group_company": about.get("group_company"), "rows": held})
         scores = []
         for day in score_dates(settings):
             for path in sorted(partition_dir(settings, day).glob("*.parquet")):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import shutil
+import sqlite3
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -383,6 +383,24 @@ def test_a_hash_shared_with_another_customer_is_blanked_in_their_rows_too(tmp_pa
     assert members.values.tolist() == [[OTHERS[0], None, sha("+4792222222")]]
     assert receipt.verified and {s.store: s.rows_removed for s in receipt.stores}["matching_members"] == 2
 
+
+
+def test_a_view_file_no_longer_defined_is_exported_and_erased_too(tmp_path):
+    # A store not rebuilt since the catalogue or the policy changed still holds the file of
+    # a view the definitions no longer have: the customer's rows in it are theirs all the same.
+    bank_of([X, OTHERS[0]]).write(tmp_path / "raw")
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    pipeline(settings, "build_features").run(settings, NOOP)
+    leftover = settings.features_dir / "retired_view.parquet"
+    shutil.copy(settings.features_dir / "personal.parquet", leftover)
+    assert privacy.uncovered_files(settings) == []
+    export = pipeline(settings, "privacy").export(settings, X, progress=NOOP)
+    doc = json.loads((export.path / "export.json").read_text())
+    [retired] = [f for f in doc["features"] if f["view"] == "retired_view"]
+    assert retired["category"] is None and len(retired["rows"]) == len(MONTHS)
+    [receipt] = pipeline(settings, "privacy").erase(settings, [X], progress=NOOP)
+    assert receipt.verified
+    assert set(pd.read_parquet(leftover)["customer_id"]) == {OTHERS[0]}
 
 # ------------------------------------------------------------------------------ retention
 def log_row(cid: str, sent_at: str, entry: str = "sent", responded_at: str | None = None) -> dict:
