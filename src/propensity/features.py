@@ -264,6 +264,10 @@ def _monthly_windowed(allowed: str, lookback: int, source: str, aggregates: list
     restricted to the months permitted snapshots look back on (``lookback`` months, the
     longest window the view reads: ``w1``, ``w3``, ``w12`` or ``w24``), then windowed to
     each snapshot month. Returns a query over (customer_id, event_timestamp, <windows>)."""
+    read = " ".join(windows)
+    longest = max((m for m in (12, 24) if f"OVER w{m}" in read), default=3)
+    if longest > lookback:
+        raise ValueError(f"a {longest}-month window over a {lookback}-month lookback would sum a truncated window")
     return f"""
         WITH allowed AS ({allowed}),
         lookbacks AS (

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import sqlite3
 import sys
+import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -28,7 +29,7 @@ import pandas as pd
 
 from propensity.config import Settings
 from propensity.consent import interval_at
-from propensity.errors import MissingInputError, PrivacyGuardError
+from propensity.errors import MissingInputError, PrivacyGuardError, PropensityError
 from propensity.features import (
     ENTITY,
     MEMBERSHIP,
@@ -326,22 +327,25 @@ class FeatureStore:
             raise MissingInputError(f"no feature snapshot for {as_of}; built snapshots: {snapshots[0]} .. {snapshots[-1]}")
         _, membership = self._governance_tables()
         path = self.settings.feast_online
-        # Named like every temporary file of the data folder, so that the privacy inventory
-        # covers a copy left by a killed process.
-        copy = path.with_name(f".{path.name}.tmp-materialize") if path.exists() else None
+        # Named like every temporary file of the data folder (unique per call), so that the
+        # privacy inventory covers a copy left by a killed process.
+        copy = path.with_name(f".{path.name}.tmp-materialize-{uuid.uuid4().hex[:8]}") if path.exists() else None
         if copy is not None:
-            _sqlite_copy(path, copy)
+            try:
+                _sqlite_copy(path, copy)
+            except BaseException:
+                copy.unlink(missing_ok=True)
+                raise
         try:
             self.reset_online()
             instant = snapshot_instant(as_of)
             self._fs.materialize(start_date=instant - timedelta(hours=1), end_date=instant + timedelta(microseconds=1))
-        except BaseException:
+        except BaseException as failure:
             if copy is not None:
-                _sqlite_copy(copy, path)  # into the same file: Feast's open connection stays valid
+                _restore_online(copy, path, failure)
             raise
-        finally:
-            if copy is not None:
-                copy.unlink(missing_ok=True)
+        if copy is not None:
+            copy.unlink(missing_ok=True)
         return len(membership)
 
     def reset_online(self) -> None:
@@ -456,10 +460,35 @@ def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:
 def _sqlite_copy(source: Path, target: Path) -> None:
     """Copy a SQLite database page by page into ``target`` (created or overwritten in
     place), consistent even while another connection has it open."""
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
+    src = sqlite3.connect(source)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def _restore_online(copy: Path, path: Path, failure: BaseException) -> None:
+    """Copy the online store taken before a failed materialisation back into ``path``
+    (the same file: Feast's open connection stays valid), then remove the copy. A copy
+    that is gone, or a restore that fails, leaves the copy (if any) in place and says so."""
+    rebuild = "run `propensity features build` to rebuild the online store"
+    if not copy.is_file():
+        raise PropensityError(
+            f"loading the online store failed ({failure!r}) and its copy {copy.name} is gone: "
+            f"{path.name} may be empty or partial; {rebuild}"
+        ) from failure
+    try:
+        _sqlite_copy(copy, path)
+    except Exception as exc:
+        raise PropensityError(
+            f"loading the online store failed ({failure!r}) and putting it back failed too ({exc!r}): "
+            f"the copy taken before is kept at {copy}; {rebuild}"
+        ) from failure
+    copy.unlink(missing_ok=True)
 
 
 def _online_tables(con: sqlite3.Connection) -> list[str]:

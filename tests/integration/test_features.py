@@ -191,3 +191,10 @@ def test_card_payments_are_counted_over_twenty_four_months(tmp_path):
     assert tx.loc["2024-04", "card_payments_other_24m"] == 1
     assert tx.loc["2024-04", "spend_restaurants_3m_nok"] == 200.0  # amounts count transfers too; payments only cards
     assert tx.loc["2023-04", "card_payments_restaurants_24m"] == 3  # April 2022 to January 2023
+
+
+def test_a_window_longer_than_its_lookback_is_refused():
+    from propensity.features import _monthly_windowed, _sum
+
+    with pytest.raises(ValueError, match="24-month window over a 12-month lookback"):
+        _monthly_windowed("SELECT 1", 12, "SELECT 1", ["COUNT(*) AS n"], [f"{_sum('n', 'w24', 'BIGINT')} AS n_24m"])

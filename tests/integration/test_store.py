@@ -306,3 +306,31 @@ def test_a_materialisation_failing_part_way_puts_the_online_store_back(store, tm
     assert not list(settings.feast_online.parent.glob(".*.tmp-*"))
     monkeypatch.undo()
     assert fs.online_features(["G"], date(2024, 4, 30))  # the store object still reads the restored file
+
+
+def test_a_failed_restore_keeps_the_copy_and_names_it(store, tmp_path, monkeypatch):
+    from propensity import store as store_module
+    from propensity.errors import PropensityError
+
+    settings = copied(store, tmp_path)
+    fs = FeatureStore(settings)
+    fs.materialize(date(2024, 4, 30))
+    real_copy = store_module._sqlite_copy
+    calls = []
+
+    def copy_once(source, target):
+        calls.append(target)
+        if len(calls) > 1:
+            raise OSError("disk full")  # the restore fails as well
+        real_copy(source, target)
+
+    def fail(start_date, end_date):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module, "_sqlite_copy", copy_once)
+    monkeypatch.setattr(fs._fs, "materialize", fail)
+    with pytest.raises(PropensityError, match="copy taken before is kept at .*features build") as raised:
+        fs.materialize(date(2024, 3, 31))
+    kept = calls[0]
+    assert kept.is_file() and str(kept) in str(raised.value)
+    assert kept.name.startswith(".online.db.tmp-materialize-")
