@@ -402,6 +402,19 @@ def test_a_view_file_no_longer_defined_is_exported_and_erased_too(tmp_path):
     assert receipt.verified
     assert set(pd.read_parquet(leftover)["customer_id"]) == {OTHERS[0]}
 
+
+def test_a_feature_build_is_refused_while_a_privacy_job_holds_the_stores(tmp_path):
+    from propensity.errors import JobLockedError
+
+    bank_of([X, OTHERS[0]]).write(tmp_path / "raw")
+    settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
+    with privacy.exclusive(settings):  # what an erasure or a purge holds
+        with pytest.raises(JobLockedError, match="another job holds"):
+            pipeline(settings, "build_features").run(settings, NOOP)
+    assert not settings.features_dir.exists()  # refused before anything was written
+    pipeline(settings, "build_features").run(settings, NOOP)
+    assert (settings.features_dir / "personal.parquet").is_file()
+
 # ------------------------------------------------------------------------------ retention
 def log_row(cid: str, sent_at: str, entry: str = "sent", responded_at: str | None = None) -> dict:
     return {"campaign_id": "old", "customer_id": cid, "product": "mortgage", "channel": "email", "arm": "treated",
