@@ -166,17 +166,10 @@ def score_frame(
 
 def write_scores(scores: pd.DataFrame, path: Path) -> None:
     """Write a score table to Parquet. customer_id is stored as plain strings (readers get
-    ids, not a categorical); it is built from its codes in Arrow, without a Python string
-    per row."""
+    ids, not a categorical); from a categorical it is built in Arrow from the codes,
+    without a Python string per row."""
     table = pa.Table.from_pandas(scores.drop(columns=[ENTITY]), preserve_index=False)
-    ids = scores[ENTITY]
-    if isinstance(ids.dtype, pd.CategoricalDtype):
-        column = pa.DictionaryArray.from_arrays(
-            pa.array(ids.cat.codes.to_numpy()), pa.array(ids.cat.categories.to_numpy(), type=pa.string())
-        ).cast(pa.string())
-    else:
-        column = pa.array(ids.to_numpy(), type=pa.string())
-    pq.write_table(table.add_column(0, ENTITY, column), path)
+    pq.write_table(table.add_column(0, ENTITY, pa.array(scores[ENTITY]).cast(pa.string())), path)
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
