@@ -30,21 +30,24 @@ def build(settings: Settings, spec_path: Path, replace: bool = False,
         progress(f"validating extracts in {settings.raw_dir}")
         raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
         audience = target.campaign_audience(read_partition(settings, score_day), spec)
-        progress(f"{len(audience):,} customers selected from scores of {score_day}; checking {channel} at {spec.send_at}")
+        # A send time already past is checked now as well: an objection, reservation or
+        # withdrawal made since then keeps the customer off the list.
+        instants = target.check_instants(spec.send_at, target.utc_now())
+        progress(f"{len(audience):,} customers selected from scores of {score_day}; checking {channel} at "
+                 + " and ".join(str(at) for at in instants))
         con = connect(threads=settings.n_jobs)
         try:
             ids = audience["customer_id"]
             customers = target.read_customers(con, raw.relation, ids)
-            consents, reservations = target.read_governance_events(con, raw.relation, ids, spec.send_at)
-            states = target.states_at(consents, reservations, ids, spec.send_at, settings.policy)
+            checks = target.states_at_instants(con, raw.relation, ids, instants, settings.policy)
             # Contact history and the log are read only for customers the send-time rules keep.
-            reasons = target.send_time_reasons(ids, audience["tier"], customers, states, channel, settings.policy, spec.send_date)
+            reasons = target.send_time_reasons_at(ids, audience["tier"], customers, checks, channel, settings.policy)
             in_play = ids[reasons.eq("")]
             complaints = target.read_complaints(con, raw.relation, in_play, spec)
             contacts = target.read_contacts(con, raw.relation, settings, in_play, spec)
         finally:
             con.close()
-        decisions = target.campaign_decisions(audience, customers, states, contacts, complaints, spec, settings.policy)
+        decisions = target.campaign_decisions(audience, customers, checks, contacts, complaints, spec, settings.policy)
         return target.write_campaign(settings, spec, decisions, customers, score_day, target.utc_now())
 
 

@@ -531,7 +531,7 @@ def control_group(eligible: pd.DataFrame, share: float, seed: int) -> pd.Series:
 def campaign_decisions(
     audience: pd.DataFrame,
     customers: pd.DataFrame,
-    states: pd.DataFrame,
+    checks: Sequence[tuple[pd.DataFrame, date]],
     contacts: pd.DataFrame,
     complaints: pd.DataFrame,
     spec: CampaignSpec,
@@ -539,14 +539,16 @@ def campaign_decisions(
 ) -> pd.DataFrame:
     """One row per audience customer with its ``reason`` (see :data:`REASONS`).
 
-    Returns audience's columns plus ``reason`` and ``contact_rule`` (the contact-policy
-    rule broken, "" otherwise).
+    ``checks``: per instant of :func:`check_instants` (the send time, and now when the send
+    time has passed), the ``tiers_as_of`` states and the day; the first instant's reason
+    wins. Returns audience's columns plus ``reason`` and ``contact_rule`` (the
+    contact-policy rule broken, "" otherwise).
     """
     channel = require_channel(spec)
     assert spec.contact_policy is not None  # the spec's own validation guarantees it
     out = audience.reset_index(drop=True).copy()
     ids = out["customer_id"]
-    reason = send_time_reasons(ids, out["tier"], customers, states, channel, policy, spec.send_date)
+    reason = send_time_reasons_at(ids, out["tier"], customers, checks, channel, policy)
     contact_rule = contact_rule_breaches(ids, contacts, complaints, spec.product, spec.send_at, spec.contact_policy)
     cust = customers.drop_duplicates("customer_id").set_index("customer_id").reindex(ids.astype(str))
     missing = pd.Series(missing_contact_details(cust, channel).to_numpy(), index=out.index)
@@ -916,6 +918,12 @@ def check_instants(as_of: pd.Timestamp, now: pd.Timestamp) -> tuple[pd.Timestamp
     return (as_of,) if as_of >= now else (as_of, now)
 
 
+def send_time_reasons_at(ids: pd.Series, scored_tier: pd.Series, customers: pd.DataFrame,
+                         checks: Sequence[tuple[pd.DataFrame, date]], channel: str, policy: Policy) -> pd.Series:
+    """:func:`send_time_reasons` at every instant checked; per customer, the first reason."""
+    return first_reason([send_time_reasons(ids, scored_tier, customers, states, channel, policy, day) for states, day in checks])
+
+
 def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, checks: Sequence[tuple[pd.DataFrame, date]],
                       policy: Policy) -> pd.DataFrame:
     """Members who may no longer be on the list or in the control group: customer_id, arm, reason.
@@ -925,10 +933,7 @@ def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, checks: Seq
     # A list built before members recorded the score's tier: assume personalised, so a
     # customer who is no longer personalised is removed rather than kept on a stale score.
     scored = members["tier"] if "tier" in members.columns else pd.Series("personalised", index=members.index)
-    channel = require_channel(built.spec)
-    reason = first_reason(
-        [send_time_reasons(members["customer_id"], scored, customers, states, channel, policy, day) for states, day in checks]
-    )
+    reason = send_time_reasons_at(members["customer_id"], scored, customers, checks, require_channel(built.spec), policy)
     removed = members.loc[reason.ne(""), ["customer_id", "arm"]].assign(reason=reason[reason.ne("")])
     return removed.reset_index(drop=True)
 

@@ -126,6 +126,23 @@ def test_a_personalised_score_is_not_used_once_its_consent_is_withdrawn(tmp_path
     assert dict(zip(members["customer_id"], members["tier"])) == {"PK": "personalised", "B": "basic"}
 
 
+def test_a_list_built_after_its_send_time_honours_what_changed_since(tmp_path):
+    # The send time (10 March 2026) has passed when the list is built: an objection or a
+    # reservation made after it, before the build, still keeps the customer off the list.
+    bank = TinyBank()
+    for cid in ("OK", "OBJ", "RES"):
+        bank.customer(cid).consent(cid, EMAIL_CONSENT, purpose="email_sms_marketing")
+    bank.reservation("OBJ", "2026-03-10T10:00:00Z", scope="profiling")
+    bank.reservation("RES", "2026-04-01T00:00:00Z", scope="email")
+    settings = settings_for(tmp_path, bank, {"mortgage": {"OK": 0.9, "OBJ": 0.8, "RES": 0.7}})
+    built = campaign_job(settings).build(settings, spec_file(tmp_path), progress=lambda _: None)
+    members = pd.read_parquet(settings.data_dir / "campaigns" / "mortgage-email" / "members.parquet")
+    assert members["customer_id"].tolist() == ["OK"]
+    counts = dict(zip(built.reasons["reason"], built.reasons["customers"]))
+    assert (counts["excluded"], counts["reserved_channel"], counts["selected"]) == (1, 1, 1)
+    assert target.read_log(settings)["customer_id"].tolist() == ["OK"]
+
+
 def test_build_counts_each_customer_once_and_lists_only_the_contactable(rules, tmp_path):
     built = campaign_job(rules).build(rules, spec_file(tmp_path), progress=lambda _: None)
     folder = rules.data_dir / "campaigns" / "mortgage-email"

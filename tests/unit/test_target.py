@@ -206,7 +206,7 @@ def test_each_customer_gets_the_first_reason_that_applies(policy):
     customers = customers_frame(ids, CLOSED={"closed_at": pd.Timestamp("2026-03-10")}, NOMAIL={"email": "  "})
     contacts = pd.DataFrame({"campaign_id": ["a", "b"], "customer_id": ["CAP", "CAP"], "product": ["bsu", "car_loan"],
                              "sent_at": [ts("2026-03-01T09:00:00"), ts("2026-03-05T09:00:00")]})
-    out = campaign_decisions(audience, customers, st, contacts, NO_COMPLAINTS, spec_of(), policy)
+    out = campaign_decisions(audience, customers, [(st, SEND.date())], contacts, NO_COMPLAINTS, spec_of(), policy)
     assert dict(zip(out["customer_id"], out["reason"])) == {
         "OK": "selected", "RES": "reserved_channel", "ALL": "reserved_channel", "NOC": "no_email_sms_consent",
         "X": "excluded", "XR": "excluded", "AT": "reserved_channel", "AFTER": "selected", "CLOSED": "not_a_customer",
