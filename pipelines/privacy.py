@@ -27,7 +27,7 @@ def purge(settings: Settings, as_of: date | None = None, dry_run: bool = False,
              f"campaign log before {cutoffs['contact_log']:%Y-%m-%d}")
     items = privacy.purge_plan(settings, day)
     if not dry_run:
-        privacy.apply_purge(settings, items)
+        privacy.apply_purge(settings, items, cutoffs["marketing"])
     return items
 
 

@@ -618,6 +618,21 @@ def suppressed_hashes(settings: Settings) -> frozenset[str]:
     return frozenset(pd.read_parquet(path, columns=["customer_sha256"])["customer_sha256"].astype(str))
 
 
+def retention_mark(settings: Settings) -> Path:
+    """The newest marketing-data retention cutoff a purge applied (written by
+    ``propensity.privacy``; read here so a build from extracts reaching further back does
+    not put purged snapshots back)."""
+    return settings.data_dir / "privacy" / "retention.json"
+
+
+def retained_from(settings: Settings) -> datetime | None:
+    """The instant before which no feature row may exist (None: no purge has run)."""
+    path = retention_mark(settings)
+    if not path.is_file():
+        return None
+    return datetime.fromisoformat(json.loads(path.read_text())["marketing_cutoff"])
+
+
 def data_snapshots(con: duckdb.DuckDBPyConnection, raw: Callable[[str], str]) -> list[date]:
     """Month ends the extracts cover: from the month of the first balance or transaction to
     the last month end on or before the newest one (a month still running is left out)."""
@@ -675,6 +690,16 @@ def build_offline_store(
         days = snapshots or data_snapshots(con, raw)
         if not days:
             raise MissingInputError("no month end is covered by the balances and transactions extracts")
+        # Snapshots a retention purge deleted are not built again from the extracts.
+        cutoff = retained_from(settings)
+        if cutoff is not None and any(snapshot_instant(d) < cutoff for d in days):
+            days = [d for d in days if snapshot_instant(d) >= cutoff]
+            if not days:
+                raise MissingInputError(
+                    f"every month end the extracts cover is before the retention cutoff {cutoff:%Y-%m-%d} of the "
+                    f"last purge ({retention_mark(settings)}): no snapshot may be built"
+                )
+            progress(f"month ends before the retention cutoff {cutoff:%Y-%m-%d} left out")
         progress(f"{len(days)} snapshots {days[0]} .. {days[-1]}")
         suppressed = suppressed_hashes(settings)
         consents, reservations = load_events(con, raw, suppressed)

@@ -70,6 +70,8 @@ from propensity.features import (
     MANIFEST,
     MEMBERSHIP,
     TIER_INTERVALS,
+    retained_from,
+    retention_mark,
     suppressed_hashes,
     suppression_register,
     view_specs,
@@ -199,6 +201,8 @@ def inventory(settings: Settings) -> tuple[Store, ...]:
         Store("job_logs", ("logs/**/*",), "text", "scan", "none", None, "", "output of scheduled jobs"),
         Store("suppression_register", (f"{PRIVACY_FOLDER}/suppressed.parquet",), "parquet", "pseudonymous", "none",
               None, "", "sha256 of every erased customer_id, read by the feature build"),
+        Store("retention_mark", (f"{PRIVACY_FOLDER}/retention.json",), "json", "no_ids", "none", None, "",
+              "the newest marketing retention cutoff a purge applied, read by the feature build"),
         Store("erasure_receipts", (f"{PRIVACY_FOLDER}/{RECEIPTS_FOLDER}/*.json",), "json", "pseudonymous", "none",
               None, "", "one receipt per erasure"),
         Store("access_exports", (f"{PRIVACY_FOLDER}/{EXPORTS_FOLDER}/*/*",), "json", "export_folder", "marketing",
@@ -1026,11 +1030,15 @@ def purge_frame(items: list[PurgeItem]) -> pd.DataFrame:
     )
 
 
-def apply_purge(settings: Settings, items: list[PurgeItem]) -> None:
-    """Delete what the plan lists (rows rewritten atomically, folders retired then removed)."""
-    if not items:
-        return
+def apply_purge(settings: Settings, items: list[PurgeItem], marketing_cutoff: datetime) -> None:
+    """Delete what the plan lists (rows rewritten atomically, folders retired then removed)
+    and record ``marketing_cutoff`` (the plan's, kept if an earlier purge recorded a later
+    one) in the retention mark, so that the feature build does not put purged snapshots
+    back from extracts that reach further into the past."""
     with exclusive(settings):
+        _record_retention(settings, marketing_cutoff)
+        if not items:
+            return
         con = _rewriting_connection(settings)
         try:
             feature_cutoff: datetime | None = None
@@ -1051,6 +1059,14 @@ def apply_purge(settings: Settings, items: list[PurgeItem]) -> None:
             con.close()
         if settings.warehouse_path.exists():
             warehouse.refresh(settings)
+
+
+def _record_retention(settings: Settings, marketing_cutoff: datetime) -> None:
+    recorded = retained_from(settings)
+    if recorded is not None and recorded >= marketing_cutoff:
+        return
+    document = {"marketing_cutoff": marketing_cutoff.isoformat(), "recorded_at": datetime.now(timezone.utc).isoformat()}
+    write_bytes_atomic(retention_mark(settings), json.dumps(document, indent=2).encode("utf-8"))
 
 
 # ------------------------------------------------------------------------ access export

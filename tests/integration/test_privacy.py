@@ -23,7 +23,8 @@ from propensity.cli import app, pipeline
 from propensity.config import Settings, load_settings
 from propensity.consent import interval_at
 from propensity.duck import connect
-from propensity.features import build_offline_store, views_for_tier
+from propensity.errors import MissingInputError
+from propensity.features import build_offline_store, retention_mark, views_for_tier
 from propensity.score import SCORE_COLUMNS, partition_dir, rank_within_product
 from propensity.snapshots import snapshot_instant
 from propensity.store import FeatureStore
@@ -487,6 +488,17 @@ def test_purge_keeps_data_dated_exactly_n_years_before_and_deletes_one_unit_olde
     assert OTHERS[0] not in set(log.loc[log["campaign_id"] == "old", "customer_id"])
     assert {OTHERS[1], OTHERS[2]} <= set(log.loc[log["campaign_id"] == "old", "customer_id"])  # the response dates its row
     assert job.purge(settings, date(2027, 2, 1), dry_run=True, progress=NOOP) == []  # nothing left to purge
+    # The next feature build, from the same extracts, does not put the purged snapshot back.
+    build_offline_store(settings, contract.validate(settings.raw_dir, settings.policy, settings.catalogue).relation)
+    assert json.loads((settings.features_dir / "manifest.json").read_text())["snapshots"] == MONTHS[1:]
+    rebuilt = pd.read_parquet(settings.features_dir / "personal.parquet")
+    assert sorted(rebuilt["event_timestamp"].dt.strftime("%Y-%m-%d").unique()) == MONTHS[1:]
+    # An earlier purge day keeps the later cutoff; a build with nothing after it is refused.
+    job.purge(settings, date(2027, 1, 15), progress=NOOP, today=date(2027, 2, 1))
+    assert json.loads(retention_mark(settings).read_text())["marketing_cutoff"].startswith("2024-02-01")
+    job.purge(settings, date(2027, 5, 1), progress=NOOP, today=date(2027, 5, 1))
+    with pytest.raises(MissingInputError, match="before the retention cutoff 2024-05-01"):
+        build_offline_store(settings, contract.validate(settings.raw_dir, settings.policy, settings.catalogue).relation)
 
 
 def test_online_store_rows_follow_the_marketing_retention_to_the_day(world):
