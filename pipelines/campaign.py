@@ -17,6 +17,7 @@ import pandas as pd
 from propensity import contract, matching, privacy, target
 from propensity.config import Settings, load_settings
 from propensity.duck import connect
+from propensity.policy import scored_columns
 from propensity.score import read_partition
 
 
@@ -38,10 +39,12 @@ def build(settings: Settings, spec_path: Path, replace: bool = False,
         con = connect(threads=settings.n_jobs)
         try:
             ids = audience["customer_id"]
+            audience["group_data_sharing"] = target.sharing_at_scoring(con, raw.relation, ids, score_day, settings.policy)
             customers = target.read_customers(con, raw.relation, ids)
             checks = target.states_at_instants(con, raw.relation, ids, instants, settings.policy)
             # Contact history and the log are read only for customers the send-time rules keep.
-            reasons = target.send_time_reasons_at(ids, audience["tier"], customers, checks, channel, settings.policy)
+            reasons = target.send_time_reasons_at(ids, scored_columns(audience), customers, checks, channel,
+                                                  settings.policy)
             in_play = ids[reasons.eq("")]
             complaints = target.read_complaints(con, raw.relation, in_play, spec)
             contacts = target.read_contacts(con, raw.relation, settings, in_play, spec)
@@ -108,6 +111,12 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
         raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
         score_day = target.score_partition_for(settings, spec.send_date)
         audience = target.campaign_audience(read_partition(settings, score_day), spec)
+        con = connect(threads=settings.n_jobs)
+        try:
+            audience["group_data_sharing"] = target.sharing_at_scoring(
+                con, raw.relation, audience["customer_id"], score_day, settings.policy)
+        finally:
+            con.close()
         customers, instants, checks = _send_time_inputs(settings, raw, audience["customer_id"], at, now)
         decisions = matching.matching_decisions(audience, customers, checks, settings.policy)
         manifest = {

@@ -2,8 +2,9 @@
 
 An export holds only customers who, at the export instant (and at now too when that instant
 is in the past: ``target.check_instants``), are customers, are not
-``excluded``, were not scored by the personalised model while no longer personalised
-(``consent_withdrawn``) and have no ``customer_matching`` reservation (the reservation named by
+``excluded``, have not withdrawn a consent their score relied on (``consent_withdrawn``:
+scored by the personalised model and no longer personalised, or scored with group data
+sharing and no longer sharing) and have no ``customer_matching`` reservation (the reservation named by
 ``policy.customer_matching.blocked_by_reservation``; a channel or ``all_channels``
 reservation does not block matching, the policy names only that one). Only the policy's
 ``customer_matching.fields`` (e-mail and phone) leave the bank, each normalised and hashed
@@ -46,7 +47,7 @@ import pandas as pd
 from propensity.atomic import clear_stale_staging, staged_dir
 from propensity.config import Policy, Settings
 from propensity.errors import PropensityError
-from propensity.policy import consent_withdrawn_since_scoring, customer_on, first_reason, reservation_column
+from propensity.policy import consent_withdrawn_since_scoring, customer_on, first_reason, reservation_column, scored_columns
 
 MATCHING_REASONS = ("not_a_customer", "excluded", "consent_withdrawn", "customer_matching_reserved", "no_contact_details", "exported")
 # Norwegian national numbers have eight digits; a bank in another numbering plan changes this.
@@ -122,7 +123,7 @@ def matching_decisions(audience: pd.DataFrame, customers: pd.DataFrame, checks: 
         masks = [
             ~customer_on(cust["customer_since"], cust["closed_at"], day),
             st["tier"].eq("excluded").to_numpy(dtype=bool),
-            consent_withdrawn_since_scoring(audience["tier"], st["tier"]).to_numpy(dtype=bool),
+            consent_withdrawn_since_scoring(scored_columns(audience), st, policy).to_numpy(dtype=bool),
             st[reservation_column(policy.customer_matching.blocked_by_reservation)].astype(bool).to_numpy(),
         ]
         return pd.Series(np.select(masks, list(MATCHING_REASONS[:4]), default=""), index=ids, dtype=object)

@@ -189,12 +189,30 @@ def _days(values) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ send-time rules
-def consent_withdrawn_since_scoring(scored_tiers: pd.Series, tiers_now: pd.Series) -> pd.Series:
-    """True where the score came from the personalised model (built on consent-only data)
-    and the customer is no longer personalised: the score may not be used any more.
-    Returned on ``tiers_now``'s index; ``scored_tiers`` is aligned by position."""
-    scored = pd.Series(np.asarray(scored_tiers, dtype=object), index=tiers_now.index)
-    return scored.eq("personalised") & tiers_now.ne("personalised")
+# What a score relied on: its tier and whether group data sharing was active at scoring.
+SCORED = ("tier", "group_data_sharing")
+
+
+def scored_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`SCORED` columns a frame of score rows, an audience or members holds."""
+    return frame[[c for c in SCORED if c in frame.columns]]
+
+
+def consent_withdrawn_since_scoring(scored: pd.DataFrame, states_now: pd.DataFrame, policy: Policy) -> pd.Series:
+    """True where a consent the score relied on is no longer active, so the score may not be
+    used any more: it came from the personalised model (consent-only data) and the customer
+    is no longer personalised, or group-company data went into it (group data sharing
+    active at scoring) and sharing is no longer active.
+
+    ``scored``: ``tier`` and, where known, ``group_data_sharing`` at scoring, aligned by
+    position; ``states_now``: ``tiers_as_of`` states. Returned on ``states_now``'s index."""
+    index = states_now.index
+    tier = pd.Series(np.asarray(scored["tier"], dtype=object), index=index)
+    withdrawn = tier.eq("personalised") & states_now["tier"].ne("personalised")
+    if "group_data_sharing" in scored.columns:
+        shared = pd.Series(np.asarray(scored["group_data_sharing"], dtype=bool), index=index)
+        withdrawn |= shared & ~states_now[group_sharing_column(policy)].astype(bool)
+    return withdrawn
 
 
 def first_reason(reasons: Sequence[pd.Series]) -> pd.Series:

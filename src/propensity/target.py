@@ -13,8 +13,10 @@ The flow of ``propensity campaign build SPEC`` (``pipelines/campaign.py``):
    ``not_a_customer``          not a customer on the send date (POLICY rule 4)
    ``excluded``                tier ``excluded`` at the send instant (profiling objection)
    ``consent_withdrawn``       scored by the personalised model (transactions, employer) but
-                               no longer personalised at the send instant: that score may
-                               not be used once the consent behind it is withdrawn
+                               no longer personalised at the send instant, or scored with
+                               group data sharing active and without it at the send
+                               instant: a score may not be used once a consent behind it
+                               is withdrawn
    ``reserved_channel``        the channel's reservation or ``all_channels`` placed at send
    ``no_email_sms_consent``    e-mail/SMS about a product not held, without the consent
    ``contact_policy``          over the contact cap, in the product's cool-down, or a
@@ -106,12 +108,16 @@ from propensity.policy import (
     consent_column,
     consent_withdrawn_since_scoring,
     customer_on,
+    SCORED,
     first_reason,
+    group_sharing_column,
     reservation_column,
+    scored_columns,
     tiers_as_of,
 )
 from propensity.schema import RESPONSES
 from propensity.score import score_dates
+from propensity.snapshots import snapshot_instant
 
 REASONS = (
     "not_a_customer",
@@ -160,7 +166,7 @@ LOG_SCHEMA = pa.schema(
     ]
 )
 LOG_COLUMNS = LOG_SCHEMA.names
-MEMBER_COLUMNS = ["customer_id", "arm", "decile", "rank", "probability", "tier"]
+MEMBER_COLUMNS = ["customer_id", "arm", "decile", "rank", "probability", *SCORED]
 RESPONSE_COLUMNS = ("campaign_id", "customer_id", "response", "responded_at")
 EXAMPLE_ROWS = 5
 Raw = Callable[[str], str]  # a table name -> its DuckDB FROM-expression (RawTables.relation)
@@ -411,7 +417,7 @@ def missing_contact_details(customers: pd.DataFrame, channel: str) -> pd.Series:
 
 def send_time_reasons(
     customer_ids: pd.Series,
-    scored_tiers: pd.Series,
+    scored: pd.DataFrame,
     customers: pd.DataFrame,
     states: pd.DataFrame,
     channel: str,
@@ -420,9 +426,9 @@ def send_time_reasons(
 ) -> pd.Series:
     """The first of :data:`SEND_TIME_REASONS` that applies to each customer ("" for none).
 
-    ``scored_tiers``: the tier each customer was scored in (row-aligned with
-    ``customer_ids``); ``customers``: the raw customers rows; ``states``: ``tiers_as_of``
-    at the send instant.
+    ``scored``: what each customer's score relied on (:data:`propensity.policy.SCORED` columns, row-aligned
+    with ``customer_ids``); ``customers``: the raw customers rows; ``states``:
+    ``tiers_as_of`` at the send instant.
     Every scored product is a product the customer does not hold: the score table holds
     only non-holders (DESIGN, Scoring), so the consent rule applies to every row.
     """
@@ -433,7 +439,7 @@ def send_time_reasons(
     masks = [
         pd.Series(~customer_on(cust["customer_since"], cust["closed_at"], day), index=ids),
         st["tier"].eq("excluded"),
-        consent_withdrawn_since_scoring(scored_tiers, st["tier"]),
+        consent_withdrawn_since_scoring(scored, st, policy),
         channel_reserved(st, channel, policy),
         lacks_marketing_consent(st, channel, policy, holds_product),
     ]
@@ -548,7 +554,7 @@ def campaign_decisions(
     assert spec.contact_policy is not None  # the spec's own validation guarantees it
     out = audience.reset_index(drop=True).copy()
     ids = out["customer_id"]
-    reason = send_time_reasons_at(ids, out["tier"], customers, checks, channel, policy)
+    reason = send_time_reasons_at(ids, scored_columns(out), customers, checks, channel, policy)
     contact_rule = contact_rule_breaches(ids, contacts, complaints, spec.product, spec.send_at, spec.contact_policy)
     cust = customers.drop_duplicates("customer_id").set_index("customer_id").reindex(ids.astype(str))
     missing = pd.Series(missing_contact_details(cust, channel).to_numpy(), index=out.index)
@@ -918,10 +924,21 @@ def check_instants(as_of: pd.Timestamp, now: pd.Timestamp) -> tuple[pd.Timestamp
     return (as_of,) if as_of >= now else (as_of, now)
 
 
-def send_time_reasons_at(ids: pd.Series, scored_tier: pd.Series, customers: pd.DataFrame,
+def send_time_reasons_at(ids: pd.Series, scored: pd.DataFrame, customers: pd.DataFrame,
                          checks: Sequence[tuple[pd.DataFrame, date]], channel: str, policy: Policy) -> pd.Series:
     """:func:`send_time_reasons` at every instant checked; per customer, the first reason."""
-    return first_reason([send_time_reasons(ids, scored_tier, customers, states, channel, policy, day) for states, day in checks])
+    return first_reason([send_time_reasons(ids, scored, customers, states, channel, policy, day) for states, day in checks])
+
+
+def sharing_at_scoring(con: duckdb.DuckDBPyConnection, relation: Raw, ids: pd.Series, score_day: date,
+                       policy: Policy) -> np.ndarray:
+    """Per customer (by position), whether group data sharing was active at the score
+    date's snapshot instant, i.e. whether the store read group-company data for the score."""
+    at = pd.Timestamp(snapshot_instant(score_day))
+    consents, reservations = read_governance_events(con, relation, ids, at)
+    states = states_at(consents, reservations, ids, at, policy).drop_duplicates("customer_id").set_index("customer_id")
+    column = states[group_sharing_column(policy)].astype(bool)
+    return column.reindex(pd.Index(ids.astype(str))).fillna(False).to_numpy(dtype=bool)
 
 
 def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, checks: Sequence[tuple[pd.DataFrame, date]],
@@ -930,9 +947,11 @@ def finalise_removals(built: BuiltCampaign, customers: pd.DataFrame, checks: Seq
 
     ``checks``: per instant of :func:`check_instants`, the ``tiers_as_of`` states and the day."""
     members = built.members
-    # A list built before members recorded the score's tier: assume personalised, so a
-    # customer who is no longer personalised is removed rather than kept on a stale score.
-    scored = members["tier"] if "tier" in members.columns else pd.Series("personalised", index=members.index)
+    # A list built before members recorded what the score relied on: assume the personalised
+    # tier and group data, so a customer without that consent now is removed rather than
+    # kept on a stale score.
+    scored = pd.DataFrame({"tier": members.get("tier", "personalised"),
+                           "group_data_sharing": members.get("group_data_sharing", True)}, index=members.index)
     reason = send_time_reasons_at(members["customer_id"], scored, customers, checks, require_channel(built.spec), policy)
     removed = members.loc[reason.ne(""), ["customer_id", "arm"]].assign(reason=reason[reason.ne("")])
     return removed.reset_index(drop=True)

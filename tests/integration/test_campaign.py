@@ -143,6 +143,34 @@ def test_a_list_built_after_its_send_time_honours_what_changed_since(tmp_path):
     assert target.read_log(settings)["customer_id"].tolist() == ["OK"]
 
 
+def test_a_score_built_with_group_data_is_not_used_once_sharing_is_withdrawn(tmp_path):
+    # Scored on 28 February with group data sharing active (the store read group-company
+    # data): a withdrawal before the send, or after the build, takes the customer off the
+    # list and out of a customer-matching export, as a withdrawn marketing consent does.
+    bank = TinyBank()
+    for cid in ("KEEP", "WDR", "LATE", "NEVER"):
+        bank.customer(cid).consent(cid, EMAIL_CONSENT, purpose="email_sms_marketing")
+    for cid in ("KEEP", "WDR", "LATE"):
+        bank.consent(cid, EMAIL_CONSENT, purpose="group_data_sharing")
+    bank.consent("WDR", "2026-03-05T00:00:00Z", purpose="group_data_sharing", granted=False)
+    bank.consent("NEVER", "2026-03-05T00:00:00Z", purpose="group_data_sharing")  # granted after scoring: no matter
+    settings = settings_for(tmp_path, bank, {"mortgage": {"KEEP": 0.9, "WDR": 0.8, "LATE": 0.7, "NEVER": 0.6}})
+    job = campaign_job(settings)
+    built = job.build(settings, spec_file(tmp_path), progress=lambda _: None)
+    assert dict(zip(built.reasons["reason"], built.reasons["customers"]))["consent_withdrawn"] == 1
+    held = members(settings).set_index("customer_id")["group_data_sharing"].to_dict()
+    assert held == {"KEEP": True, "LATE": True, "NEVER": False}
+    bank.consent("LATE", "2026-03-09T00:00:00Z", purpose="group_data_sharing", granted=False)  # after the build
+    bank.write(settings.raw_dir)
+    done = job.finalise(settings, "mortgage-email", ts("2026-03-10T08:00:00"), progress=lambda _: None)
+    assert done.counts.set_index("reason").loc["consent_withdrawn"].tolist() == [1, 0]
+    assert sorted(members(settings)["customer_id"]) == ["KEEP", "NEVER"]
+    spec = spec_file(tmp_path, campaign_id="mortgage-social", channel=None, contact_policy=None,
+                     customer_matching={"destination": "meta", "delete_after_days": 30})
+    exported = job.export_matching(settings, spec, ts("2026-03-10T08:00:00"), progress=lambda _: None)
+    assert dict(zip(exported.reasons["reason"], exported.reasons["customers"]))["consent_withdrawn"] == 2
+
+
 def test_build_counts_each_customer_once_and_lists_only_the_contactable(rules, tmp_path):
     built = campaign_job(rules).build(rules, spec_file(tmp_path), progress=lambda _: None)
     folder = rules.data_dir / "campaigns" / "mortgage-email"
