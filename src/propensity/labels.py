@@ -10,9 +10,10 @@ and a month-end snapshot ``t``, a customer-snapshot is *labelled* when, at ``t``
 * they do not hold ``p`` (no agreement of ``p`` with ``start_date <= t`` and no
   ``end_date`` or ``end_date > t``, the rule of the agreements features);
 * for a group-company product (``company`` other than ``bank``): ``group_data_sharing`` is
-  active at the snapshot instant. Holding and starting an insurance or asset-management
-  product are group-company data, which the policy lets us read only with that consent,
-  so customer-snapshots without it get no label (neither positive nor negative);
+  active at the snapshot instant and is not withdrawn before the end of the label window.
+  Holding and starting an insurance or asset-management product are group-company data,
+  which the policy lets us read only with that consent, so customer-snapshots without it
+  at any time from ``t`` to the window's end get no label (neither positive nor negative);
 * the whole window lies within the data: ``t + gap + horizon`` (month ends) is on or
   before ``data_end``. Later snapshots are unlabelled, never negative.
 
@@ -96,7 +97,14 @@ def label_frame(
                      AND a.start_date > c.window_start AND a.start_date <= c.window_end
                ) AS TINYINT) AS label
         FROM candidates_ c
-        WHERE c.company = 'bank' OR c.group_data_sharing
+        JOIN windows_ w ON w.product = c.product AND w.snapshot_date = c.snapshot_date
+        WHERE c.company = 'bank' OR (
+            c.group_data_sharing AND NOT EXISTS (
+                SELECT 1 FROM sharing_ g
+                WHERE g.customer_id = c.customer_id AND NOT g.active
+                  AND g.event_time > w.instant AND g.event_time <= w.window_end_instant
+            )
+        )
         ORDER BY c.product, c.snapshot_date, c.customer_id
     """
     frame = _run(con, raw, catalogue, policy, pd.DataFrame(windows), query, holding_known_only_with_sharing=False)
@@ -244,7 +252,8 @@ def _run(
     then keep the rows with sharing only).
     """
     windows = windows.copy()
-    windows["instant"] = pd.Series([snapshot_instant(d) for d in windows["snapshot_date"]], dtype="datetime64[us, UTC]")
+    for column, day in (("instant", "snapshot_date"), ("window_end_instant", "window_end")):
+        windows[column] = pd.Series([snapshot_instant(d) for d in windows[day]], dtype="datetime64[us, UTC]")
     eligibility = _eligibility_frame(sorted(set(windows["product"])), catalogue)
     sharing = _sharing_events(con, raw, policy)
     names = {"windows_": windows, "eligibility_": eligibility, "sharing_": sharing}

@@ -40,6 +40,11 @@ def _bank() -> TinyBank:
     bank.customer("I", birth="1980-01-01").agreement("I", "home_insurance", "2022-01-01", company="insurance")
     bank.customer("J", birth="1980-01-01").consent("J", "2023-01-01T00:00:00", "group_data_sharing")
     bank.agreement("J", "home_insurance", "2022-01-01", company="insurance")
+    # M: shares group data from 2023, withdraws sharing on 2024-05-05 and starts home
+    # insurance on 2024-06-15 (group-company data from a time without sharing).
+    bank.customer("M", birth="1980-01-01").consent("M", "2023-01-01T00:00:00", "group_data_sharing")
+    bank.consent("M", "2024-05-05T12:00:00", "group_data_sharing", granted=False)
+    bank.agreement("M", "home_insurance", "2024-06-15", company="insurance")
     # K: a customer only from 2024-06-10; L: closed on 2024-03-31.
     bank.customer("K", birth="1980-01-01", since="2024-06-10")
     bank.customer("L", birth="1980-01-01", closed="2024-03-31")
@@ -129,6 +134,15 @@ def test_group_product_rows_only_with_group_data_sharing_at_the_snapshot(con, ra
     assert "J" not in set(frame["customer_id"])  # sharing and holding: no label
 
 
+def test_group_product_rows_only_with_group_data_sharing_over_the_whole_window(con, raw, settings):
+    frame = _labels(con, raw, settings, ["home_insurance"])
+    m = frame[frame["customer_id"] == "M"].sort_values("snapshot_date")
+    # Sharing withdrawn on 2024-05-05: only the 2024-01-31 window (to 2024-04-30) passes
+    # wholly under sharing; the start on 2024-06-15 is never read.
+    assert m["snapshot_date"].tolist() == [date(2024, 1, 31)]
+    assert m["label"].tolist() == [0]
+
+
 def test_snapshots_whose_window_passes_the_data_end_are_unlabelled(con, raw, settings):
     frame = _labels(con, raw, settings, ["mortgage"])
     assert frame["snapshot_date"].max() == date(2024, 9, 30)
@@ -156,7 +170,7 @@ def test_eligible_not_holding_scores_group_products_without_sharing(con, raw, se
     assert "J" not in home  # holds it and shares: not scored
     assert "H" not in home  # holds it since 2024-03-10 and shares
     mortgage = set(pairs.loc[pairs["product"] == "mortgage", "customer_id"])
-    assert mortgage == {"C", "E", "F", "G", "H", "I", "J", "K"}  # A and B hold, D too young, L closed
+    assert mortgage == {"C", "E", "F", "G", "H", "I", "J", "K", "M"}  # A and B hold, D too young, L closed
 
 
 def test_eligible_not_holding_reports_sharing(con, raw, settings):
