@@ -344,7 +344,7 @@ def log_training(
             }
         )
         for trained in models:
-            row = _log_product_tier(mlc, settings, trained, commit)
+            row = _log_product_tier(mlc, settings, trained, commit, experiment_id)
             row["seconds"] = time.perf_counter() - trained.started  # dataset, fit, evaluation and logging
             rows.append(row)
             progress(
@@ -370,7 +370,7 @@ def log_training(
     )
 
 
-def _log_product_tier(mlc: MlflowClient, settings: Settings, trained: TrainedModel, commit: str) -> dict:
+def _log_product_tier(mlc: MlflowClient, settings: Settings, trained: TrainedModel, commit: str, experiment_id: str) -> dict:
     fitted, data, split = trained.fitted, trained.data, trained.split
     columns, strings = trained.features.columns, trained.features.strings
     product, tier = fitted.product, fitted.tier
@@ -427,7 +427,9 @@ def _log_product_tier(mlc: MlflowClient, settings: Settings, trained: TrainedMod
         metrics[f"calibration_brier_{method}"] = value
     metrics["fit_seconds"] = fitted.seconds
 
-    with mlflow.start_run(run_name=f"{product}-{tier}", nested=True) as run:
+    # The nested run names the experiment too: without it MLflow files the run (and its
+    # model and report) under the default experiment, whose artifacts go to ./mlruns.
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{product}-{tier}", nested=True) as run:
         mlflow.set_tags(tags)
         mlflow.log_params(params)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})

@@ -174,6 +174,18 @@ def test_runs_record_governance_tags_and_log_no_training_data(bank):
     assert report.count("data:image/png;base64,") == 4
 
 
+def test_every_run_and_model_is_stored_under_the_data_folder(bank):
+    settings = bank["settings"]
+    mlc = client(settings)
+    home = settings.mlflow_artifacts.resolve().as_uri()
+    runs = mlc.search_runs([e.experiment_id for e in mlc.search_experiments()], max_results=1000)
+    assert len(runs) == 3 * (1 + 4)  # three jobs: a parent run and four product x tier runs each
+    assert {r.info.experiment_id for r in runs} == {_run(settings, bank["second"].iloc[0]["run_id"]).info.experiment_id}
+    assert all(r.info.artifact_uri.startswith(home) for r in runs)
+    models = mlc.search_logged_models([e.experiment_id for e in mlc.search_experiments()])
+    assert len(models) == 3 * 4 and all(m.artifact_location.startswith(home) for m in models)
+
+
 def test_champion_predicts_probabilities_on_service_columns(bank):
     import mlflow
 
