@@ -1,8 +1,11 @@
 """Metrics of a probability model on a labelled window, and the figures of its report.
 
 Every metric takes the labels ``y`` (0/1) and the predicted probabilities ``p`` of one
-window. Ties in ``p`` are broken by row order (a stable sort), so every number is a pure
-function of its inputs. ``report_html`` renders a self-contained HTML page (matplotlib
+window, and none depends on the order of the rows: rows with equal probabilities are never
+told apart (a tie is never split between bins, and the rows tied at the top decile's cut
+count by their mean outcome). A calibrated model gives many ties (isotonic calibration is
+a step function), and a metric that broke them by row order would read the order the rows
+came in. ``report_html`` renders a self-contained HTML page (matplotlib
 figures embedded as base64 PNG; no pyplot global state) with aggregates only: it holds no
 customer row.
 """
@@ -50,29 +53,36 @@ def brier(y: Sequence[float], p: Sequence[float]) -> float:
     return float(np.mean((p - y) ** 2)) if y.size else float("nan")
 
 
-def descending_order(p: np.ndarray) -> np.ndarray:
-    """Row positions by decreasing probability, ties kept in row order."""
-    return np.argsort(-p, kind="stable")
-
-
 def lift_top_fraction(y: Sequence[float], p: Sequence[float], fraction: float = 0.1) -> float:
     """Positive rate among the ``ceil(fraction * n)`` highest-scored rows over the overall
-    positive rate (1.0 = no better than random); NaN without positives."""
+    positive rate (1.0 = no better than random); NaN without positives. Rows tied with
+    the last row taken count by the tie's mean outcome (the expected rate of a random
+    choice among them)."""
     y, p = _arrays(y, p)
     if y.size == 0 or y.sum() == 0:
         return float("nan")
     top = max(1, math.ceil(fraction * y.size))
-    chosen = y[descending_order(p)[:top]]
-    return float(chosen.mean() / y.mean())
+    cut = np.sort(p)[::-1][top - 1]
+    above = p > cut
+    tied = p == cut
+    positives = y[above].sum() + (top - above.sum()) * y[tied].mean()
+    return float(positives / top / y.mean())
 
 
 def equal_mass_bins(p: np.ndarray, bins: int) -> np.ndarray:
-    """Bin number (0 = lowest probabilities) of each row: rows sorted by probability
-    (ties in row order) and cut into ``bins`` chunks of sizes differing by at most one."""
+    """Bin number (0 = lowest probabilities) of each row: rows sorted by probability and
+    cut into ``bins`` chunks of sizes differing by at most one, except that tied rows all
+    go to the bin of the tie's middle row (a tie is never split, so bins may differ more
+    in size and some may be empty)."""
     order = np.argsort(p, kind="stable")
+    bin_at = np.empty(p.size, dtype=np.int64)  # the bin of each sorted position
+    for number, chunk in enumerate(np.array_split(np.arange(p.size), bins)):
+        bin_at[chunk] = number
+    ordered = p[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if p.size else np.empty(0, dtype=np.int64)
+    ends = np.r_[starts[1:], p.size]
     out = np.empty(p.size, dtype=np.int64)
-    for number, chunk in enumerate(np.array_split(order, bins)):
-        out[chunk] = number
+    out[order] = np.repeat(bin_at[(starts + ends - 1) // 2], ends - starts)
     return out
 
 

@@ -89,9 +89,31 @@ def test_lift_of_the_top_decile_by_hand():
     assert lift_top_fraction(Y, P, 0.25) == pytest.approx((1 / 3) / 0.3)
 
 
-def test_lift_breaks_ties_by_row_order():
-    assert lift_top_fraction([0, 1], [0.5, 0.5], 0.5) == pytest.approx(0.0)
-    assert lift_top_fraction([1, 0], [0.5, 0.5], 0.5) == pytest.approx(2.0)
+def test_tied_rows_are_never_told_apart():
+    # Rows tied at the cut count by their mean outcome, in either order.
+    assert lift_top_fraction([0, 1], [0.5, 0.5], 0.5) == pytest.approx(1.0)
+    assert lift_top_fraction([1, 0], [0.5, 0.5], 0.5) == pytest.approx(1.0)
+    # Top 2 of 4: the 0.9 row (a positive) and half of the two 0.5 rows (one positive).
+    assert lift_top_fraction([1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1], 0.5) == pytest.approx((1 + 0.5) / 2 / 0.5)
+    # A constant prediction: one bin, so ECE is |p - rate| and the top decile has lift 1.
+    y = np.r_[np.ones(30), np.zeros(970)]
+    assert expected_calibration_error(y, np.full(1000, 0.03), 10) == pytest.approx(0.0)
+    assert lift_top_fraction(y, np.full(1000, 0.03)) == pytest.approx(1.0)
+    assert calibration_table(y, np.full(1000, 0.03), 10)["rows"].tolist() == [1000]
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.sampled_from([0.01, 0.02, 0.05, 0.1, 0.3])), min_size=1, max_size=60),
+       st.randoms(use_true_random=False))
+def test_metrics_do_not_depend_on_row_order(rows, rnd):
+    y, p = (np.array(v, dtype=float) for v in zip(*rows))
+    shuffled = list(range(len(rows)))
+    rnd.shuffle(shuffled)
+    ys, ps = y[shuffled], p[shuffled]
+    same = lambda a, b: (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b)  # noqa: E731
+    assert same(lift_top_fraction(y, p), lift_top_fraction(ys, ps))
+    assert same(expected_calibration_error(y, p, 10), expected_calibration_error(ys, ps, 10))
+    pd.testing.assert_frame_equal(lift_by_decile(y, p), lift_by_decile(ys, ps))
 
 
 def test_ece_by_hand_with_equal_mass_bins():
