@@ -228,7 +228,7 @@ def models_list(conf: ConfOption = None) -> None:
 @handled
 def score(
     date_: Annotated[Optional[str], typer.Option("--date", help="Score date, a month end with features (default: the newest).")] = None,
-    products: Annotated[Optional[list[str]], typer.Option("--products", help="Products to score (default: all).")] = None,
+    products: Annotated[Optional[list[str]], typer.Option("--products", help="Products to score (default: all). Only their rows of the date's partition are replaced; the other products' rows stay.")] = None,
     conf: ConfOption = None,
 ) -> None:
     """Score customers with each product's champion model and publish scores/score_date=D/.

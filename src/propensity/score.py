@@ -330,8 +330,11 @@ def run_scoring(
         t2 = time.perf_counter()
         clear_stale_staging(settings.scores_dir)
         target = partition_dir(settings, day)
+        published = _with_other_products(target, scores, products)
+        if len(published) > len(scores):
+            progress(f"kept {len(published) - len(scores):,} rows of products not scored in this run from the partition")
         with staged_dir(target) as staging:
-            write_scores(scores, staging / "part-0.parquet")
+            write_scores(published, staging / "part-0.parquet")
         timings["write_s"] = time.perf_counter() - t2
         means = scores.groupby("product", observed=True)["probability"].mean().round(6).to_dict() if len(scores) else {}
         run = ScoreRun(
@@ -349,6 +352,24 @@ def run_scoring(
         return run
     finally:
         lock.release()
+
+
+def _with_other_products(partition: Path, scores: pd.DataFrame, products: list[str]) -> pd.DataFrame:
+    """The partition to publish: ``scores`` and, from the partition already there, the rows
+    of products this run did not score (ranks are within a product, so they stay valid;
+    each row keeps the run_id of the run that wrote it). A run for some products replaces
+    only those products' rows."""
+    if not partition.is_dir():
+        return scores
+    earlier = pd.read_parquet(partition)
+    kept = earlier[~earlier["product"].isin(products)]
+    if kept.empty:
+        return scores
+    kept = kept[SCORE_COLUMNS].assign(score_date=scores["score_date"].iloc[0] if len(scores) else kept["score_date"])
+    coded = [c for c in SCORE_COLUMNS if isinstance(scores[c].dtype, pd.CategoricalDtype)]
+    merged = pd.concat([scores.astype({c: object for c in coded}), kept.astype({c: object for c in coded})], ignore_index=True)
+    merged = merged.sort_values(["product", "rank"], kind="stable").reset_index(drop=True)
+    return merged.astype({c: "category" for c in coded})  # written as the same Parquet types as a whole run
 
 
 def record_run(settings: Settings, run: ScoreRun, scored_at: datetime) -> Path:

@@ -121,6 +121,22 @@ def test_rerun_gives_identical_probabilities_and_replaces_the_partition(scored):
     pd.testing.assert_frame_equal(before[cols], after[cols])
 
 
+def test_a_run_for_some_products_replaces_only_their_rows(scored):
+    settings, store, _ = scored
+    before = score.read_partition(settings, SCORE_DATE)
+    run = pipeline(settings, "score").run(settings, SCORE_DATE, ["mortgage"], progress=lambda _: None, store=store)
+    after = score.read_partition(settings, SCORE_DATE)
+    assert sorted(after["product"].unique()) == sorted(PRODUCTS)
+    cols = ["customer_id", "product", "probability", "rank", "decile", "tier", "run_id", "scored_at"]
+    kept = lambda frame: frame.loc[frame["product"] == "bsu", cols].astype({c: str for c in ("product", "tier", "run_id")}).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(kept(before), kept(after))  # untouched, with the run that wrote them
+    mortgage = after[after["product"] == "mortgage"]
+    assert set(mortgage["run_id"]) == {run.run_id} and run.rows == len(mortgage)
+    assert mortgage["rank"].tolist() == list(range(1, len(mortgage) + 1))
+    pd.testing.assert_series_equal(before.loc[before["product"] == "mortgage", "probability"].reset_index(drop=True),
+                                   mortgage["probability"].reset_index(drop=True))
+
+
 def test_views_return_the_same_numbers_as_the_parquet_files(scored):
     settings, _, _ = scored
     frame = score.read_partition(settings, SCORE_DATE)
