@@ -640,15 +640,27 @@ def data_snapshots(con: duckdb.DuckDBPyConnection, raw: Callable[[str], str]) ->
         f"""
         SELECT LEAST((SELECT MIN(as_of_date) FROM {raw('balances')}),
                      (SELECT MIN(CAST(booked_at AS DATE)) FROM {raw('transactions')})),
-               GREATEST((SELECT MAX(as_of_date) FROM {raw('balances')}),
-                        (SELECT MAX(CAST(booked_at AS DATE)) FROM {raw('transactions')}))
+               {_newest_data_day(raw)}
         """
     ).fetchone()
     if first is None or last is None:
         return []
-    if month_end(last) != last:
-        last = last.replace(day=1) - timedelta(days=1)
-    return month_ends(first, last)
+    return month_ends(first, _last_whole_month_end(last))
+
+
+def newest_data_snapshot(con: duckdb.DuckDBPyConnection, raw: Callable[[str], str]) -> date | None:
+    """The newest month end the extracts cover (the last of :func:`data_snapshots`)."""
+    last = con.execute(f"SELECT {_newest_data_day(raw)}").fetchone()[0]
+    return None if last is None else _last_whole_month_end(last)
+
+
+def _newest_data_day(raw: Callable[[str], str]) -> str:
+    return (f"GREATEST((SELECT MAX(as_of_date) FROM {raw('balances')}), "
+            f"(SELECT MAX(CAST(booked_at AS DATE)) FROM {raw('transactions')}))")
+
+
+def _last_whole_month_end(day: date) -> date:
+    return day if month_end(day) == day else day.replace(day=1) - timedelta(days=1)
 
 
 @dataclass(frozen=True)

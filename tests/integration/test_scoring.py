@@ -219,3 +219,21 @@ def test_features_missing_for_the_date_fail_before_anything_is_written(scored, t
     with pytest.raises(MissingInputError, match="features for 2025-08-31 are missing for every"):
         pipeline(copy, "score").run(copy, SCORE_DATE, PRODUCTS, progress=lambda _: None, store=store)
     pd.testing.assert_frame_equal(score.read_partition(copy, SCORE_DATE), before)
+
+
+def test_extracts_newer_than_the_features_are_refused_as_stale(scored, tmp_path):
+    import shutil
+
+    settings, _, _ = scored
+    data = tmp_path / "data"
+    shutil.copytree(settings.data_dir, data)
+    copy = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=data)
+    # A new month arrived in the extracts; the feature build has not run since.
+    TinyBank().transaction("ZPER", "2025-10-02T12:00:00Z", -100.0).append_to(copy.raw_dir)
+    before = score.read_partition(copy, SCORE_DATE)
+    store = FeatureStore(copy)
+    with pytest.raises(MissingInputError, match="stale features: the extracts .* cover 2025-09-30, the newest feature snapshot is 2025-08-31"):
+        pipeline(copy, "score").run(copy, None, PRODUCTS, progress=lambda _: None, store=store)
+    pd.testing.assert_frame_equal(score.read_partition(copy, SCORE_DATE), before)
+    # Asked for on purpose, the newest snapshot is still scored.
+    pipeline(copy, "score").run(copy, SCORE_DATE, PRODUCTS, progress=lambda _: None, store=store)
