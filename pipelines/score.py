@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
+import duckdb
+
 from propensity import contract, labels, registry, score, warehouse
 from propensity.config import Settings, load_settings
 from propensity.duck import connect
@@ -43,8 +45,14 @@ def run(settings: Settings, score_date: date | None = None, products: list[str] 
         result = score.run_scoring(settings, store, registry.load_champion, candidates_at, score_date, products, progress)
     finally:
         con.close()
-    warehouse.refresh(settings)
-    progress(f"analyst views refreshed in {settings.warehouse_path}")
+    try:
+        warehouse.refresh(settings)
+        progress(f"analyst views refreshed in {settings.warehouse_path}")
+    except duckdb.IOException as exc:
+        # The partition is published; the views read the partitions through a file pattern,
+        # so they already show it. Only a session holding the file kept them from a refresh.
+        progress(f"warning: analyst views in {settings.warehouse_path} not refreshed (the file is in use: {exc}); "
+                 "`propensity sql` reads the new partition all the same")
     return result
 
 

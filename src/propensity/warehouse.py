@@ -80,11 +80,19 @@ def refresh(settings: Settings) -> Path:
 
 
 def query(settings: Settings, sql: str) -> pd.DataFrame:
-    """Run an analyst's query against the refreshed views."""
-    refresh(settings)
-    con = connect(settings.warehouse_path, threads=settings.n_jobs, read_only=True)
+    """Run an analyst's query against the views, in a private in-memory database: the file
+    is not opened, so queries never wait for each other, for a scoring run or for an
+    analyst's own session on ``warehouse.duckdb``."""
+    if not sql.strip():
+        raise PropensityError("empty query: give a SELECT over scores, latest_scores, scores_wide or score_runs")
+    con = connect(threads=settings.n_jobs)
     try:
-        return con.execute(sql).df()
+        for statement in view_statements(settings):
+            con.execute(statement)
+        result = con.execute(sql)
+        if result is None or result.description is None:
+            raise PropensityError(f"the statement returned no rows to print: {sql.strip()[:80]!r}; give a query (SELECT ...)")
+        return result.df()
     except duckdb.Error as exc:
         raise PropensityError(f"query failed: {exc}") from exc
     finally:

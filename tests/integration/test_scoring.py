@@ -17,7 +17,7 @@ import pytest
 from propensity import score, synth, warehouse
 from propensity.cli import pipeline
 from propensity.config import load_settings
-from propensity.errors import JobLockedError, MissingInputError
+from propensity.errors import JobLockedError, MissingInputError, PropensityError
 from propensity.registry import load_champion, tracking_uri
 from propensity.snapshots import snapshot_instant
 from propensity.store import FeatureStore
@@ -150,6 +150,29 @@ def test_views_return_the_same_numbers_as_the_parquet_files(scored):
     assert wide.loc[0, "mortgage"] == pytest.approx(per["mortgage"]) and wide.loc[0, "bsu"] == pytest.approx(per["bsu"])
     runs = warehouse.query(settings, "SELECT * FROM score_runs")
     assert len(runs) >= 1 and runs["rows"].max() == len(frame)
+
+
+def test_queries_and_runs_go_on_while_an_analyst_holds_the_database_file(scored):
+    settings, store, _ = scored
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+         "print('open', flush=True); time.sleep(60)", str(settings.warehouse_path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        # Queries run in memory beside the file; a run publishes and says the file was busy.
+        assert warehouse.query(settings, "SELECT COUNT(*) AS n FROM latest_scores")["n"].item() > 0
+        said = []
+        pipeline(settings, "score").run(settings, SCORE_DATE, PRODUCTS, progress=said.append, store=store)
+        assert any(line.startswith("warning: analyst views") for line in said)
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(PropensityError, match="empty query"):
+        warehouse.query(settings, "  ")
+    with pytest.raises(PropensityError, match="query failed"):
+        warehouse.query(settings, "SELECT * FROM no_such_view")
 
 
 def test_second_concurrent_run_is_refused_by_the_lock(scored):
