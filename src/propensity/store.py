@@ -401,6 +401,7 @@ def check_published(settings: Settings, specs) -> None:
     build: tiers and permitted categories are decided at build time, so a store built
     under another policy version must not be read, and a view file without a column its
     definition has cannot serve it. ``MissingInputError`` naming what differs."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder = settings.features_dir
@@ -422,7 +423,11 @@ def check_published(settings: Settings, specs) -> None:
         path = folder / f"{spec.name}.parquet"
         if not path.is_file():
             raise MissingInputError(f"the feature store under {folder} has no file for view {spec.name} ({path.name}): {rebuild}")
-        present = set(pq.read_schema(path).names)
+        try:
+            present = set(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise MissingInputError(f"the feature store under {folder} has an unreadable file for view {spec.name} "
+                                    f"({path.name}: {exc}): {rebuild}") from None
         missing = [c for c in spec.feature_names if c not in present]
         if missing:
             raise MissingInputError(

@@ -244,6 +244,16 @@ def test_a_view_file_without_a_column_of_its_definition_is_refused(store, tmp_pa
     assert pq.read_schema(view).names == [n for n in table.column_names if n != "balance_savings_nok"]  # nothing rewritten
 
 
+def test_an_unreadable_view_file_is_refused_with_its_name(store, tmp_path):
+    from propensity.errors import MissingInputError
+
+    settings = copied(store, tmp_path)
+    view = settings.features_dir / "employer.parquet"
+    view.write_bytes(view.read_bytes()[:500])  # cut short, as by a full disk
+    with pytest.raises(MissingInputError, match=r"unreadable file for view employer \(employer.parquet: .*features build"):
+        FeatureStore(settings).historical_features(entities([("P", "2024-02-29")]))
+
+
 def test_feature_report_refuses_a_date_that_is_not_a_snapshot(store):
     from propensity.errors import MissingInputError
 
