@@ -24,8 +24,10 @@ from propensity.config import Settings, load_settings
 from propensity.errors import PropensityError
 
 # Job logs are read in files, not terminals: give tables room instead of 80 columns.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# Outside a terminal (cron logs, pipes) tables take the width they need: an id cut short
+# in a log cannot be copied from it.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 1000)
 
 app = typer.Typer(
     help="Consent-aware propensity scoring: synthetic bank, contract checks, Feast features, "

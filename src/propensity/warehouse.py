@@ -92,8 +92,17 @@ def query(settings: Settings, sql: str) -> pd.DataFrame:
         result = con.execute(sql)
         if result is None or result.description is None:
             raise PropensityError(f"the statement returned no rows to print: {sql.strip()[:80]!r}; give a query (SELECT ...)")
-        return result.df()
+        types = {name: str(kind) for name, kind, *_ in result.description}
+        frame = result.df()
     except duckdb.Error as exc:
         raise PropensityError(f"query failed: {exc}") from exc
     finally:
         con.close()
+    # As SQL typed them: a DATE is a date (not a midnight timestamp), a sum of integers
+    # (HUGEINT, which pandas reads as float) an integer.
+    for name, kind in types.items():
+        if kind == "DATE" and name in frame and frame[name].dtype.kind == "M":
+            frame[name] = frame[name].dt.date
+        elif kind == "HUGEINT" and name in frame:
+            frame[name] = frame[name].astype("Int64")
+    return frame

@@ -150,6 +150,9 @@ def test_views_return_the_same_numbers_as_the_parquet_files(scored):
     assert wide.loc[0, "mortgage"] == pytest.approx(per["mortgage"]) and wide.loc[0, "bsu"] == pytest.approx(per["bsu"])
     runs = warehouse.query(settings, "SELECT * FROM score_runs")
     assert len(runs) >= 1 and runs["rows"].max() == len(frame)
+    typed = warehouse.query(settings, "SELECT score_date, SUM(rank) AS ranks FROM latest_scores GROUP BY score_date")
+    assert typed["score_date"].tolist() == [SCORE_DATE]  # a date, as SQL typed it
+    assert typed["ranks"].tolist() == [int(frame["rank"].sum())] and str(typed["ranks"].dtype) == "Int64"
 
 
 def test_queries_and_runs_go_on_while_an_analyst_holds_the_database_file(scored):
