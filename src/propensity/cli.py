@@ -41,7 +41,9 @@ models_app = typer.Typer(help="Registered models and their champions.", no_args_
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 
-ConfOption = Annotated[Optional[Path], typer.Option("--conf", help="pipeline.yaml to use (default: conf/ of the project).")]
+ConfOption = Annotated[Optional[Path], typer.Option("--conf", help=(
+    "pipeline.yaml to use (default: $PROPENSITY_CONF, else conf/ of the project). It must lie in a conf/ folder of a "
+    "project: its relative paths and the jobs (pipelines/) are read from the folder above that conf/."))]
 
 
 def _settings(conf: Path | None) -> Settings:
@@ -56,7 +58,11 @@ def pipeline(settings: Settings, name: str) -> ModuleType:
     path = settings.root / "pipelines" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"propensity_pipeline_{name}", path)
     if spec is None or not path.is_file():
-        raise PropensityError(f"pipeline {path} not found")
+        raise PropensityError(
+            f"pipeline {path} not found: jobs are read from pipelines/ of the project the settings belong to "
+            f"({settings.root}, the folder above the conf/ folder of the pipeline.yaml used); keep the pipeline.yaml "
+            "in the project's conf/ folder and point data_dir and raw_dir elsewhere instead"
+        )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -229,7 +235,7 @@ def models_list(conf: ConfOption = None) -> None:
 @app.command()
 @handled
 def score(
-    date_: Annotated[Optional[str], typer.Option("--date", help="Score date, a month end with features (default: the newest).")] = None,
+    date_: Annotated[Optional[str], typer.Option("--date", help="Score date, a month end with features (default: the newest; refused as stale when the extracts cover a later month end).")] = None,
     products: Annotated[Optional[list[str]], typer.Option("--products", help="Products to score (default: all). Only their rows of the date's partition are replaced; the other products' rows stay.")] = None,
     conf: ConfOption = None,
 ) -> None:
