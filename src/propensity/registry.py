@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +57,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 REPORT_ARTIFACT = "report.html"
+CHANGES_ARTIFACT = "git-changes.patch"  # the job run's record of uncommitted changes to the code
 
 CHAMPION_COLUMNS = ["name", "product", "tier", "version", "run_id", "auc", "oracle_auc", "lift", "ece", "registered_at"]
 RESULT_COLUMNS = [
@@ -132,8 +134,9 @@ def signature(features: Sequence[str], string_features: Sequence[str]) -> ModelS
 
 
 def _requirements() -> list[str]:
+    # propensity itself: the pickled model is built of its classes (train.CalibratedModel).
     out = []
-    for package in ("lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle"):
+    for package in ("propensity", "lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle"):
         try:
             out.append(f"{package}=={metadata.version(package)}")
         except metadata.PackageNotFoundError:
@@ -288,6 +291,17 @@ def git_commit(root: Path) -> str:
     return "unknown"
 
 
+def git_changes(root: Path) -> str | None:
+    """The uncommitted changes to tracked files at ``root`` (``git diff HEAD``), "" for a
+    clean tree, None where git cannot tell (no git, not a repository)."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), "diff", "HEAD", "--no-color", "--no-ext-diff"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
 def _resolve_head(git_dir: Path) -> str:
     try:
         head = (git_dir / "HEAD").read_text().strip()
@@ -330,6 +344,10 @@ def log_training(
     mlc = client(settings)
     experiment_id = _experiment_id(mlc, settings)
     commit = git_commit(settings.root)
+    changes = git_changes(settings.root)
+    # A model trained from a tree with uncommitted changes is traced by the commit and the
+    # changes (logged as a patch on the job's run): the commit alone would not rebuild it.
+    dirty = "unknown" if changes is None else str(bool(changes)).lower()
     rows: list[dict] = []
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}") as parent:
         mlflow.set_tags(
@@ -337,14 +355,17 @@ def log_training(
                 "job": "train",
                 "policy_version": settings.policy.version,
                 "git_commit": commit,
+                "git_dirty": dirty,
                 "products": ",".join(plan.products),
                 "tiers": ",".join(plan.tiers),
                 "data_end": plan.data_end.isoformat(),
                 "seed": str(settings.seed),
             }
         )
+        if changes:
+            mlflow.log_text(changes, CHANGES_ARTIFACT)
         for trained in models:
-            row = _log_product_tier(mlc, settings, trained, commit, experiment_id)
+            row = _log_product_tier(mlc, settings, trained, {"git_commit": commit, "git_dirty": dirty}, experiment_id)
             row["seconds"] = time.perf_counter() - trained.started  # dataset, fit, evaluation and logging
             rows.append(row)
             progress(
@@ -370,7 +391,8 @@ def log_training(
     )
 
 
-def _log_product_tier(mlc: MlflowClient, settings: Settings, trained: TrainedModel, commit: str, experiment_id: str) -> dict:
+def _log_product_tier(mlc: MlflowClient, settings: Settings, trained: TrainedModel, source: dict[str, str],
+                      experiment_id: str) -> dict:
     fitted, data, split = trained.fitted, trained.data, trained.split
     columns, strings = trained.features.columns, trained.features.strings
     product, tier = fitted.product, fitted.tier
@@ -391,7 +413,7 @@ def _log_product_tier(mlc: MlflowClient, settings: Settings, trained: TrainedMod
         "categories": ",".join(trained.features.categories),
         "tiers": ",".join(sorted(data["tier"].unique())) if "tier" in data else tier,
         "policy_version": policy.version,
-        "git_commit": commit,
+        **source,
         "data_window_train": windows["train"],
         "data_window_valid": windows["valid"],
         "data_window_test": windows["test"],

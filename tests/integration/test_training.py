@@ -167,6 +167,7 @@ def test_runs_record_governance_tags_and_log_no_training_data(bank):
     assert tags["policy_version"] == settings.policy.version
     assert tags["data_window_test"] == bank["second"].loc[(OTHER, "basic"), "test_window"]
     assert tags["git_commit"]
+    assert tags["git_dirty"] in ("true", "false", "unknown")
     assert tags["mlflow.parentRunId"]
     artifacts = {a.path for a in client(settings).list_artifacts(run.info.run_id)}
     assert artifacts == {"report.html"}
@@ -232,3 +233,19 @@ def test_a_job_that_can_train_no_model_fails_naming_every_skip(tmp_path):
         train_job(settings, store, raw, products=["mortgage"], tiers=["basic"])
     failed = client(settings).search_runs([r.experiment_id for r in client(settings).search_experiments()])
     assert [r.info.status for r in failed] == ["FAILED"]
+
+
+def test_uncommitted_changes_are_read_from_git(tmp_path):
+    import subprocess
+
+    from propensity.registry import git_changes
+
+    assert git_changes(tmp_path) is None  # not a repository: git cannot tell
+    run = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    (tmp_path / "features.py").write_text("a = 1\n")
+    run("add", "features.py")
+    run("-c", "user.name=t", "-c", "user.email=t@example.no", "commit", "-q", "-m", "first")
+    assert git_changes(tmp_path) == ""
+    (tmp_path / "features.py").write_text("a = 2\n")
+    assert "+a = 2" in git_changes(tmp_path)
