@@ -311,14 +311,19 @@ def _rewrite_parquet(con: duckdb.DuckDBPyConnection, path: Path, query: str) -> 
 
 def _reranked(query: str) -> str:
     # The rule of score.rank_within_product: rank 1 = highest probability per product, ties
-    # by customer_id; decile = ceil(rank * 10 / rows of the product).
+    # by customer_id; decile = ceil(r * 10 / rows of the product), r the middle rank of the
+    # rows with the same probability.
     return f"""
-        SELECT * REPLACE (
-            CAST(ROW_NUMBER() OVER w AS BIGINT) AS "rank",
-            CAST(CEIL(CAST(ROW_NUMBER() OVER w AS DOUBLE) * 10 / COUNT(*) OVER (PARTITION BY product)) AS BIGINT) AS decile
+        SELECT * EXCLUDE (rn) REPLACE (
+            rn AS "rank",
+            CAST(CEIL(CAST(MIN(rn) OVER t + (COUNT(*) OVER t - 1) // 2 AS DOUBLE) * 10
+                      / COUNT(*) OVER (PARTITION BY product)) AS BIGINT) AS decile
         )
-        FROM ({query}) q
-        WINDOW w AS (PARTITION BY product ORDER BY probability DESC, customer_id ASC)
+        FROM (
+            SELECT *, CAST(ROW_NUMBER() OVER (PARTITION BY product ORDER BY probability DESC, customer_id ASC) AS BIGINT) AS rn
+            FROM ({query}) q
+        )
+        WINDOW t AS (PARTITION BY product, probability)
         ORDER BY product, "rank"
     """
 

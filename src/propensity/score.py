@@ -11,8 +11,9 @@ Rows: one per customer × product, for customers who are not ``excluded`` at D, 
 eligible for the product, and do not hold it. The tier at D decides the model (the
 personalised or basic champion of the product) and the legal basis (``consent`` or
 ``legitimate_interest``). Rank 1 is the highest probability within a product; decile 1
-holds the top tenth. Ties are broken by customer_id, so a re-run of the same date gives
-identical probabilities, ranks and deciles.
+holds the top tenth. Ties are broken by customer_id for the rank, so a re-run of the same
+date gives identical probabilities, ranks and deciles; equal probabilities share a decile
+(that of the tie's middle rank).
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ def _ranking(product_code: np.ndarray, probability: np.ndarray, customer_code: n
     # descending probability with stable sorts: the order of one three-key lexsort, in
     # about half its time.
     order = np.argsort(product_code, kind="stable")
+    if len(order) == 0:
+        return order, np.empty(0, dtype="int64"), np.empty(0, dtype="int64")
     sorted_groups = product_code[order]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     sizes = np.diff(np.r_[starts, len(sorted_groups)])
@@ -211,7 +214,13 @@ def _ranking(product_code: np.ndarray, probability: np.ndarray, customer_code: n
         rows = rows[np.argsort(customer_code[rows], kind="stable")]
         order[start : start + size] = rows[np.argsort(-probability[rows], kind="stable")]
     rank = np.arange(len(sorted_groups)) - np.repeat(starts, sizes) + 1
-    decile = np.ceil(rank * 10 / np.repeat(sizes, sizes))
+    # Equal probabilities share a decile, that of the tie's middle rank: a list cut by
+    # decile takes a tie whole, not the customers whose ids sort first.
+    ordered = probability[order]
+    tie_starts = np.flatnonzero(np.r_[True, (sorted_groups[1:] != sorted_groups[:-1]) | (ordered[1:] != ordered[:-1])])
+    tie_sizes = np.diff(np.r_[tie_starts, len(order)])
+    middle = np.repeat(rank[tie_starts] + (tie_sizes - 1) // 2, tie_sizes)
+    decile = np.ceil(middle * 10 / np.repeat(sizes, sizes))
     return order, rank.astype("int64"), decile.astype("int64")
 
 

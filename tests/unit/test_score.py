@@ -28,7 +28,16 @@ def test_rank_and_decile_within_product_break_ties_by_customer():
     assert mortgage["customer_id"].iloc[0] == "C19" and mortgage["rank"].iloc[0] == 1
     assert mortgage["decile"].tolist() == [d for d in range(1, 11) for _ in range(2)]
     bsu = ranked[ranked["product"] == "bsu"]
-    assert bsu[["customer_id", "rank", "decile"]].values.tolist() == [["X1", 1, 5], ["X2", 2, 10]]
+    assert bsu[["customer_id", "rank", "decile"]].values.tolist() == [["X1", 1, 5], ["X2", 2, 5]]  # a tie shares a decile
+
+
+def test_equal_probabilities_share_the_decile_of_their_middle_rank():
+    scores = pd.DataFrame({"customer_id": [f"C{i:02d}" for i in range(10)], "product": "bsu",
+                           "probability": [0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.2, 0.2, 0.1, 0.0]})
+    ranked = rank_within_product(scores)
+    assert ranked["rank"].tolist() == list(range(1, 11))  # ranks stay unique (ties by customer_id)
+    # ranks 2..6 tie: middle rank 4 -> decile 4; ranks 7..8 tie: middle 7 -> decile 7
+    assert ranked["decile"].tolist() == [1, 4, 4, 4, 4, 4, 7, 7, 9, 10]
 
 
 @pytest.fixture()
@@ -72,6 +81,10 @@ def test_ranking_orders_by_product_then_probability_then_customer(rows):
         ranks = rank[product[order] == p]
         assert ranks.tolist() == list(range(1, len(ranks) + 1))
     assert ((decile >= 1) & (decile <= 10)).all()
+    for p in np.unique(product):  # equal probabilities of a product share one decile
+        mine = product[order] == p
+        by_probability = pd.Series(decile[mine]).groupby(probability[order][mine]).nunique()
+        assert (by_probability == 1).all()
 
 
 @pytest.mark.parametrize(
