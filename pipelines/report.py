@@ -55,11 +55,16 @@ def monitoring(settings: Settings, auc_margin: float = monitor.AUC_MARGIN, until
     def test_auc_of(run_id: str) -> float:
         return registry.run_record(settings, run_id)[0].get("roc_auc", np.nan)
 
+    def fitted_until_of(run_id: str) -> date | None:
+        window = registry.run_record(settings, run_id)[1].get("data_window_valid", "")  # "first..last"
+        return date.fromisoformat(window.split("..")[-1]) if ".." in window else None
+
     def top_features_of(product: str, tier: str) -> list[str]:
         champion = registry.load_champion(settings, product, tier)
         return monitor.top_features(champion.calibrated_model().feature_importance())
 
-    return monitor.monitoring(settings, store, raw.relation, test_auc_of, top_features_of, auc_margin, until, progress)
+    return monitor.monitoring(settings, store, raw.relation, test_auc_of, top_features_of, auc_margin, until, progress,
+                              fitted_until_of)
 
 
 def scores(settings: Settings, day: date | None = None, auc_margin: float = monitor.AUC_MARGIN,

@@ -234,20 +234,30 @@ def realised_auc(outcomes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*keys, "customers", "conversions", "conversion_rate", "mean_probability", "realised_auc"])
 
 
-def auc_decay(realised: pd.DataFrame, test_auc: Mapping[str, float], margin: float = AUC_MARGIN) -> pd.DataFrame:
+def auc_decay(realised: pd.DataFrame, test_auc: Mapping[str, float], margin: float = AUC_MARGIN,
+              fitted_until: Mapping[str, date] | None = None) -> pd.DataFrame:
     """``realised`` (from :func:`realised_auc`) with the test AUC of each row's MLflow run,
     the drop (test minus realised) and a status: ``AUC decay`` when the realised AUC is
-    more than ``margin`` below the test AUC, ``ok`` otherwise; ``too few conversions``
-    when a class has fewer than :data:`MIN_CONVERSIONS` rows, ``no test AUC`` when the
-    run's metric is unknown."""
+    more than ``margin`` below the test AUC, ``ok`` otherwise; ``in sample`` when the
+    score date is on or before the end of the run's validation window (``fitted_until``:
+    the model learnt from those labels, so the realised AUC says nothing of its decay);
+    ``too few conversions`` when a class has fewer than :data:`MIN_CONVERSIONS` rows,
+    ``no test AUC`` when the run's metric is unknown."""
     out = realised.copy()
     out["test_auc"] = [float(test_auc.get(run, float("nan"))) for run in out["mlflow_run_id"]]
     out["auc_drop"] = out["test_auc"] - out["realised_auc"]
     few = (out["conversions"] < MIN_CONVERSIONS) | (out["customers"] - out["conversions"] < MIN_CONVERSIONS)
+    fitted_until = fitted_until or {}
+    seen = np.array([run in fitted_until and day <= fitted_until[run]
+                     for run, day in zip(out["mlflow_run_id"], _as_dates(out["score_date"]))], dtype=bool)
     status = np.where(
-        few,
-        "too few conversions",
-        np.where(out["test_auc"].isna(), "no test AUC", np.where(out["auc_drop"] > margin, "AUC decay", "ok")),
+        seen,
+        "in sample",
+        np.where(
+            few,
+            "too few conversions",
+            np.where(out["test_auc"].isna(), "no test AUC", np.where(out["auc_drop"] > margin, "AUC decay", "ok")),
+        ),
     )
     out["status"] = pd.Series(status, index=out.index, dtype=object)
     return out[AUC_COLUMNS]
@@ -379,6 +389,7 @@ def monitoring(
     auc_margin: float = AUC_MARGIN,
     until: date | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    fitted_until_of: Callable[[str], date | None] = lambda _: None,
 ) -> Monitoring:
     """The monitor over every score date on or before ``until``.
 
@@ -386,7 +397,8 @@ def monitoring(
     DuckDB FROM-expression (labels read agreements, customers and consents);
     ``test_auc_of(run_id)`` is the test AUC of an MLflow run and
     ``top_features_of(product, tier)`` the champion's top features (both may raise
-    ``MissingInputError``: the row then says so). Feature PSI is computed for the newest
+    ``MissingInputError``: the row then says so); ``fitted_until_of(run_id)`` the end of the
+    run's validation window (None when unknown). Feature PSI is computed for the newest
     pair of score dates only (what a scheduled run adds; earlier pairs were its
     predecessors' newest); score PSI for every pair.
     """
@@ -420,12 +432,17 @@ def monitoring(
         )]
         outcomes = realised_outcomes(keep, labels)
     test_auc: dict[str, float] = {}
+    fitted_until: dict[str, date] = {}
     for run in sorted(set(outcomes["mlflow_run_id"])):
         try:
             test_auc[run] = float(test_auc_of(run))
+            until_day = fitted_until_of(run)
         except MissingInputError as exc:
             notes.append(str(exc))
-    auc = auc_decay(realised_auc(outcomes), test_auc, auc_margin)
+            continue
+        if until_day is not None:
+            fitted_until[run] = until_day
+    auc = auc_decay(realised_auc(outcomes), test_auc, auc_margin, fitted_until)
 
     pairs = consecutive_pairs(days)[-1:]
     tops: dict[tuple[str, str], list[str]] = {}

@@ -157,6 +157,12 @@ def test_auc_decay_flags_a_drop_beyond_the_margin_only():
     assert table["auc_drop"].iloc[0] == pytest.approx(0.10)
 
 
+def test_a_score_date_the_model_learnt_from_is_in_sample():
+    rows = auc_rows([("r1", 0.95, 500, 40), ("r2", 0.95, 500, 40)])  # score dates: APRIL
+    table = auc_decay(rows, {"r1": 0.80, "r2": 0.80}, fitted_until={"r1": APRIL, "r2": date(2025, 3, 31)})
+    assert table["status"].tolist() == ["in sample", "ok"]
+
+
 def test_auc_decay_margin_is_a_parameter():
     rows = auc_rows([("r1", 0.70, 500, 40)])
     assert auc_decay(rows, {"r1": 0.80}, margin=0.2)["status"].tolist() == ["ok"]
