@@ -16,10 +16,13 @@ breach raises ``PrivacyGuardError``; nothing is silently fixed.
 from __future__ import annotations
 
 import importlib.util
+import io
+import re
 import sqlite3
 import sys
 import uuid
 import warnings
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -339,7 +342,8 @@ class FeatureStore:
         try:
             self.reset_online()
             instant = snapshot_instant(as_of)
-            self._fs.materialize(start_date=instant - timedelta(hours=1), end_date=instant + timedelta(microseconds=1))
+            with _plain_stdout():  # Feast colours its progress lines; a log file gets them plain
+                self._fs.materialize(start_date=instant - timedelta(hours=1), end_date=instant + timedelta(microseconds=1))
         except BaseException as failure:
             if copy is not None:
                 _restore_online(copy, path, failure)
@@ -435,6 +439,32 @@ def check_published(settings: Settings, specs) -> None:
                 f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); the store was built by an older "
                 f"feature definition: {rebuild}"
             )
+
+
+class _AnsiStripper(io.TextIOBase):
+    """A text stream that writes to ``target`` without ANSI colour codes."""
+
+    _CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+    def __init__(self, target):
+        self.target = target
+
+    def write(self, text: str) -> int:
+        self.target.write(self._CODES.sub("", text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+@contextmanager
+def _plain_stdout():
+    """Standard output without colour codes unless it is a terminal."""
+    if sys.stdout.isatty():
+        yield
+        return
+    with redirect_stdout(_AnsiStripper(sys.stdout)):
+        yield
 
 
 def check_forbidden_values(frame: pd.DataFrame, settings: Settings) -> None:

@@ -99,9 +99,11 @@ def test_guard_refuses_lost_rows(store):
         store.guard(rows_in, rows_out, "basic")
 
 
-def test_online_equals_offline_at_the_materialised_instant(store):
+def test_online_equals_offline_at_the_materialised_instant(store, capsys):
     at = date(2024, 4, 30)
     store.materialize(at)
+    said = capsys.readouterr().out
+    assert "Materializing" in said and "\x1b[" not in said  # Feast's lines, without colour codes in a log
     online = store.online_features(["P", "O", "G", "N"], at)
     offline = store.historical_features(entities([("P", at.isoformat()), ("O", at.isoformat()), ("G", at.isoformat()), ("N", at.isoformat())]))
     assert sorted(online) == sorted(offline)
