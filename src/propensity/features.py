@@ -134,8 +134,10 @@ def view_specs(policy: Policy, catalogue: Catalogue) -> tuple[ViewSpec, ...]:
             + _f([f"spend_{m}_{w}_nok" for m in MERCHANT_CATEGORIES for w in ("1m", "3m")], "float")
             + _f(["spend_trend_1m_vs_3m", "card_share_3m", "atm_withdrawals_3m_nok"], "float")
             + _f(["n_transactions_1m"], "int")
-            + _f([f"card_payments_{m}_24m" for m in MERCHANT_CATEGORIES], "int"),
-            "salary inflow, spending and card payments by merchant category, card share (personalised tier only)",
+            + _f([f"card_payments_{m}_24m" for m in MERCHANT_CATEGORIES] + ["card_payments_24m"], "int")
+            + _f([f"card_payment_share_{m}_24m" for m in MERCHANT_CATEGORIES], "float"),
+            "salary inflow, spending, card payments and their mix by merchant category, card share "
+            "(personalised tier only)",
         ),
         ViewSpec(
             "employer",
@@ -365,12 +367,23 @@ def transactions_sql(raw: Callable[[str], str], allowed: str) -> str:
     # Card payments are counted over two years: a spending style (how often, not how much)
     # is a trait, and a count over a long window reads it with less noise than amounts.
     windows += [f"{_sum(f'c_{m}', 'w24', 'BIGINT')} AS card_payments_{m}_24m" for m in MERCHANT_CATEGORIES]
-    # Ratios read the windowed sums (each window is computed once).
+    # Ratios read the windowed sums (each window is computed once). The mix of card payments
+    # (each category's share of them) is what a spending style is; a linear model reads it
+    # from log counts, trees need it as a column.
+    payments = " + ".join(f"card_payments_{m}_24m" for m in MERCHANT_CATEGORIES)
+    shares = ",\n".join(
+        f"CAST(card_payments_{m}_24m / NULLIF(card_payments_24m, 0) AS DOUBLE) AS card_payment_share_{m}_24m"
+        for m in MERCHANT_CATEGORIES
+    )
     return f"""
-        SELECT *,
-               CAST(spend_total_1m_nok / NULLIF(spend_total_3m_nok / 3.0, 0) AS DOUBLE) AS spend_trend_1m_vs_3m,
-               CAST(card_spend_3m_nok / NULLIF(spend_total_3m_nok, 0) AS DOUBLE) AS card_share_3m
-        FROM ({_monthly_windowed(allowed, 24, source, aggregates, windows)})
+        SELECT *, {shares}
+        FROM (
+            SELECT *,
+                   CAST(spend_total_1m_nok / NULLIF(spend_total_3m_nok / 3.0, 0) AS DOUBLE) AS spend_trend_1m_vs_3m,
+                   CAST(card_spend_3m_nok / NULLIF(spend_total_3m_nok, 0) AS DOUBLE) AS card_share_3m,
+                   CAST({payments} AS BIGINT) AS card_payments_24m
+            FROM ({_monthly_windowed(allowed, 24, source, aggregates, windows)})
+        )
     """
 
 

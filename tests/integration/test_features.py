@@ -182,15 +182,27 @@ def test_card_payments_are_counted_over_twenty_four_months(tmp_path):
     bank.transaction("C", "2024-04-30T21:00:00Z", -100.0, merchant_category="restaurants")
     bank.transaction("C", "2024-03-01T12:00:00Z", -100.0, kind="transfer", merchant_category="restaurants")  # not a card payment
     bank.transaction("C", "2024-03-02T12:00:00Z", -100.0, merchant_category=None)  # counted as "other"
+    bank.customer("D", since="2021-01-01").consent("D", "2021-01-01T00:00:00Z")
+    bank.employment("D", "2021-01-01").demographics("D", "2021-01-01")
+    bank.transaction("D", "2024-04-02T12:00:00Z", -100.0, kind="transfer")
     bank.write(tmp_path / "raw")
     settings = load_settings(ROOT / "conf" / "pipeline.yaml", data_dir=tmp_path)
     raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
     build_offline_store(settings, raw.relation)
-    tx = view(settings, "transactions").set_index("month")
+    frame = view(settings, "transactions")
+    tx = frame[frame["customer_id"] == "C"].set_index("month")
     assert tx.loc["2024-04", "card_payments_restaurants_24m"] == 3
     assert tx.loc["2024-04", "card_payments_other_24m"] == 1
     assert tx.loc["2024-04", "spend_restaurants_3m_nok"] == 200.0  # amounts count transfers too; payments only cards
     assert tx.loc["2023-04", "card_payments_restaurants_24m"] == 3  # April 2022 to January 2023
+    # The mix: each category's share of the card payments in the window.
+    assert tx.loc["2024-04", "card_payments_24m"] == 4
+    assert tx.loc["2024-04", "card_payment_share_restaurants_24m"] == pytest.approx(0.75)
+    assert tx.loc["2024-04", "card_payment_share_other_24m"] == pytest.approx(0.25)
+    assert tx.loc["2024-04", "card_payment_share_travel_24m"] == 0.0
+    only_transfers = frame[frame["customer_id"] == "D"].set_index("month")
+    assert only_transfers.loc["2024-04", "card_payments_24m"] == 0
+    assert pd.isna(only_transfers.loc["2024-04", "card_payment_share_restaurants_24m"])  # no card payment: no mix
 
 
 def test_a_window_longer_than_its_lookback_is_refused():
