@@ -134,9 +134,8 @@ def signature(features: Sequence[str], string_features: Sequence[str]) -> ModelS
 
 
 def _requirements() -> list[str]:
-    # propensity itself: the pickled model is built of its classes (train.CalibratedModel).
     out = []
-    for package in ("propensity", "lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle"):
+    for package in ("lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "cloudpickle"):
         try:
             out.append(f"{package}=={metadata.version(package)}")
         except metadata.PackageNotFoundError:
@@ -291,15 +290,29 @@ def git_commit(root: Path) -> str:
     return "unknown"
 
 
+# The code a model is built by; notebooks are left out (their outputs may hold customer rows,
+# and MLflow artifacts must hold none).
+CODE_PATHS = ("src", "pipelines", "features", "conf", "models", "pyproject.toml")
+
+
 def git_changes(root: Path) -> str | None:
-    """The uncommitted changes to tracked files at ``root`` (``git diff HEAD``), "" for a
+    """What differs from the commit in the code a model is built by (:data:`CODE_PATHS`):
+    the diff of tracked files against HEAD, then the names of untracked files; "" for a
     clean tree, None where git cannot tell (no git, not a repository)."""
-    try:
-        done = subprocess.run(["git", "-C", str(root), "diff", "HEAD", "--no-color", "--no-ext-diff"],
-                              capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError):
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    diff = git("diff", "HEAD", "--no-color", "--no-ext-diff", "--", *CODE_PATHS)
+    untracked = git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS)
+    if diff is None or untracked is None:
         return None
-    return done.stdout if done.returncode == 0 else None
+    listed = "".join(f"# untracked: {name}\n" for name in untracked.splitlines())
+    return diff + listed
 
 
 def _resolve_head(git_dir: Path) -> str:

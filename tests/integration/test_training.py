@@ -27,7 +27,7 @@ from propensity.duck import connect
 from propensity.errors import MissingInputError
 from propensity.features import build_offline_store, read_manifest
 from propensity.labels import label_frame, labelled_snapshots
-from propensity.registry import client, list_champions, load_champion, log_training, model_name
+from propensity.registry import client, git_changes, list_champions, load_champion, log_training, model_name
 from propensity.snapshots import snapshot_instant
 from propensity.store import FeatureStore
 from propensity.train import dataset_fingerprint, plan_training, time_split, train_models
@@ -167,7 +167,8 @@ def test_runs_record_governance_tags_and_log_no_training_data(bank):
     assert tags["policy_version"] == settings.policy.version
     assert tags["data_window_test"] == bank["second"].loc[(OTHER, "basic"), "test_window"]
     assert tags["git_commit"]
-    assert tags["git_dirty"] in ("true", "false", "unknown")
+    changes = git_changes(settings.root)
+    assert tags["git_dirty"] == ("unknown" if changes is None else str(bool(changes)).lower())
     assert tags["mlflow.parentRunId"]
     artifacts = {a.path for a in client(settings).list_artifacts(run.info.run_id)}
     assert artifacts == {"report.html"}
@@ -238,14 +239,19 @@ def test_a_job_that_can_train_no_model_fails_naming_every_skip(tmp_path):
 def test_uncommitted_changes_are_read_from_git(tmp_path):
     import subprocess
 
-    from propensity.registry import git_changes
-
     assert git_changes(tmp_path) is None  # not a repository: git cannot tell
     run = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
     run("init", "-q")
-    (tmp_path / "features.py").write_text("a = 1\n")
-    run("add", "features.py")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "src" / "features.py").write_text("a = 1\n")
+    (tmp_path / "notebooks" / "n.ipynb").write_text("{}\n")
+    run("add", "src/features.py", "notebooks/n.ipynb")
     run("-c", "user.name=t", "-c", "user.email=t@example.no", "commit", "-q", "-m", "first")
     assert git_changes(tmp_path) == ""
-    (tmp_path / "features.py").write_text("a = 2\n")
-    assert "+a = 2" in git_changes(tmp_path)
+    (tmp_path / "notebooks" / "n.ipynb").write_text('{"outputs": "CUST-0001"}\n')  # notebooks are not read
+    assert git_changes(tmp_path) == ""
+    (tmp_path / "src" / "features.py").write_text("a = 2\n")
+    (tmp_path / "src" / "new.py").write_text("b = 1\n")
+    changes = git_changes(tmp_path)
+    assert "+a = 2" in changes and "# untracked: src/new.py" in changes and "CUST-0001" not in changes
