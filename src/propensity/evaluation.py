@@ -109,11 +109,27 @@ def expected_calibration_error(y: Sequence[float], p: Sequence[float], bins: int
     return float(np.sum(weights * np.abs(table["mean_probability"].to_numpy() - table["positive_rate"].to_numpy())))
 
 
+def deciles_by_rank(probability_desc: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Decile (1 = top) of each of a product's scores sorted by decreasing probability:
+    ``ceil(r * bins / n)`` with ``r`` the rank of the first row of the row's tie. Equal
+    probabilities share a decile; a tie straddling a cut goes whole to the upper decile,
+    so the top decile is never empty. The rule of the score table's ``decile``."""
+    p = np.asarray(probability_desc, dtype=np.float64)
+    if p.size == 0:
+        return np.empty(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    first = np.repeat(starts + 1, np.diff(np.r_[starts, p.size]))
+    return np.ceil(first * bins / p.size).astype(np.int64)
+
+
 def lift_by_decile(y: Sequence[float], p: Sequence[float], bins: int = 10) -> pd.DataFrame:
-    """Per decile of the score, 1 = highest: rows, positive rate and lift over the overall rate."""
+    """Per decile of the score (:func:`deciles_by_rank`, 1 = highest): rows, positive rate
+    and lift over the overall rate."""
     y, p = _arrays(y, p)
-    bin_of = bins - 1 - equal_mass_bins(p, bins)
-    frame = pd.DataFrame({"decile": bin_of + 1, "y": y, "p": p})
+    order = np.argsort(-p, kind="stable")
+    decile = np.empty(p.size, dtype=np.int64)
+    decile[order] = deciles_by_rank(p[order], bins)
+    frame = pd.DataFrame({"decile": decile, "y": y, "p": p})
     table = frame.groupby("decile").agg(rows=("y", "size"), positive_rate=("y", "mean"), mean_probability=("p", "mean"))
     overall = y.mean() if y.size else float("nan")
     table["lift"] = table["positive_rate"] / overall if overall else float("nan")

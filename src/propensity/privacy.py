@@ -311,13 +311,12 @@ def _rewrite_parquet(con: duckdb.DuckDBPyConnection, path: Path, query: str) -> 
 
 def _reranked(query: str) -> str:
     # The rule of score.rank_within_product: rank 1 = highest probability per product, ties
-    # by customer_id; decile = ceil(r * 10 / rows of the product), r the middle rank of the
-    # rows with the same probability.
+    # by customer_id; decile = ceil(r * 10 / rows of the product), r the first rank of the
+    # rows with the same probability (evaluation.deciles_by_rank).
     return f"""
         SELECT * EXCLUDE (rn) REPLACE (
             rn AS "rank",
-            CAST(CEIL(CAST(MIN(rn) OVER t + (COUNT(*) OVER t - 1) // 2 AS DOUBLE) * 10
-                      / COUNT(*) OVER (PARTITION BY product)) AS BIGINT) AS decile
+            CAST(CEIL(CAST(MIN(rn) OVER t AS DOUBLE) * 10 / COUNT(*) OVER (PARTITION BY product)) AS BIGINT) AS decile
         )
         FROM (
             SELECT *, CAST(ROW_NUMBER() OVER (PARTITION BY product ORDER BY probability DESC, customer_id ASC) AS BIGINT) AS rn

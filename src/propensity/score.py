@@ -13,7 +13,7 @@ personalised or basic champion of the product) and the legal basis (``consent`` 
 ``legitimate_interest``). Rank 1 is the highest probability within a product; decile 1
 holds the top tenth. Ties are broken by customer_id for the rank, so a re-run of the same
 date gives identical probabilities, ranks and deciles; equal probabilities share a decile
-(that of the tie's middle rank).
+(that of the tie's first rank: ``evaluation.deciles_by_rank``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -36,7 +36,8 @@ from filelock import FileLock, Timeout
 
 from propensity.atomic import clear_stale_staging, staged_dir, write_bytes_atomic
 from propensity.config import Settings
-from propensity.errors import JobLockedError, MissingInputError
+from propensity.evaluation import deciles_by_rank
+from propensity.errors import JobLockedError, MissingInputError, PropensityError
 from propensity.store import ENTITY, TIMESTAMP, feature_snapshots
 from propensity.snapshots import is_month_end, snapshot_instant
 
@@ -124,7 +125,11 @@ def score_frame(
             if key not in encoded:
                 encoded[key] = model.encode(frame)
             rows = encoded[key].take(row_of[selected], axis=0)
-            probabilities.append(np.asarray(model.predict_encoded(rows), dtype="float64").reshape(-1))
+            predicted = np.asarray(model.predict_encoded(rows), dtype="float64").reshape(-1)
+            if not np.isfinite(predicted).all():
+                raise PropensityError(f"{model.name} v{model.version} returned {int((~np.isfinite(predicted)).sum())} "
+                                      "probabilities that are not numbers; nothing was written")
+            probabilities.append(predicted)
             ids.append(candidate_customer[selected])
             part_of.append(np.full(len(rows), len(meta), dtype=np.int32))
             meta.append(
@@ -209,19 +214,15 @@ def _ranking(product_code: np.ndarray, probability: np.ndarray, customer_code: n
     sorted_groups = product_code[order]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     sizes = np.diff(np.r_[starts, len(sorted_groups)])
+    decile = np.empty(len(order), dtype=np.int64)
     for start, size in zip(starts, sizes):
         rows = order[start : start + size]
         rows = rows[np.argsort(customer_code[rows], kind="stable")]
-        order[start : start + size] = rows[np.argsort(-probability[rows], kind="stable")]
+        order[start : start + size] = rows = rows[np.argsort(-probability[rows], kind="stable")]
+        # Equal probabilities share a decile: a list cut by decile never splits a tie by id.
+        decile[start : start + size] = deciles_by_rank(probability[rows])
     rank = np.arange(len(sorted_groups)) - np.repeat(starts, sizes) + 1
-    # Equal probabilities share a decile, that of the tie's middle rank: a list cut by
-    # decile takes a tie whole, not the customers whose ids sort first.
-    ordered = probability[order]
-    tie_starts = np.flatnonzero(np.r_[True, (sorted_groups[1:] != sorted_groups[:-1]) | (ordered[1:] != ordered[:-1])])
-    tie_sizes = np.diff(np.r_[tie_starts, len(order)])
-    middle = np.repeat(rank[tie_starts] + (tie_sizes - 1) // 2, tie_sizes)
-    decile = np.ceil(middle * 10 / np.repeat(sizes, sizes))
-    return order, rank.astype("int64"), decile.astype("int64")
+    return order, rank.astype("int64"), decile
 
 
 # --------------------------------------------------------------------------------- the job
@@ -290,6 +291,7 @@ def run_scoring(
         ) from None
     try:
         day = resolve_score_date(settings, score_date)
+        some_products = bool(products)
         products = products or list(settings.catalogue.ids)
         unknown = sorted(set(products) - set(settings.catalogue.ids))
         if unknown:
@@ -339,7 +341,8 @@ def run_scoring(
         t2 = time.perf_counter()
         clear_stale_staging(settings.scores_dir)
         target = partition_dir(settings, day)
-        published = _with_other_products(target, scores, products)
+        # A run for some products keeps the others' rows; a run for all replaces the partition.
+        published = _with_other_products(target, scores, products, settings.catalogue.ids) if some_products else scores
         if len(published) > len(scores):
             progress(f"kept {len(published) - len(scores):,} rows of products not scored in this run from the partition")
         with staged_dir(target) as staging:
@@ -363,15 +366,15 @@ def run_scoring(
         lock.release()
 
 
-def _with_other_products(partition: Path, scores: pd.DataFrame, products: list[str]) -> pd.DataFrame:
+def _with_other_products(partition: Path, scores: pd.DataFrame, products: list[str], catalogue: Sequence[str]) -> pd.DataFrame:
     """The partition to publish: ``scores`` and, from the partition already there, the rows
-    of products this run did not score (ranks are within a product, so they stay valid;
-    each row keeps the run_id of the run that wrote it). A run for some products replaces
-    only those products' rows."""
+    of the catalogue's products this run did not score (ranks are within a product, so they
+    stay valid; each row keeps the run_id of the run that wrote it). A run for some
+    products replaces only those products' rows; a product gone from the catalogue goes."""
     if not partition.is_dir():
         return scores
     earlier = pd.read_parquet(partition)
-    kept = earlier[~earlier["product"].isin(products)]
+    kept = earlier[~earlier["product"].isin(products) & earlier["product"].isin(list(catalogue))]
     if kept.empty:
         return scores
     kept = kept[SCORE_COLUMNS].assign(score_date=scores["score_date"].iloc[0] if len(scores) else kept["score_date"])

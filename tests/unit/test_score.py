@@ -31,13 +31,15 @@ def test_rank_and_decile_within_product_break_ties_by_customer():
     assert bsu[["customer_id", "rank", "decile"]].values.tolist() == [["X1", 1, 5], ["X2", 2, 5]]  # a tie shares a decile
 
 
-def test_equal_probabilities_share_the_decile_of_their_middle_rank():
+def test_equal_probabilities_share_the_decile_of_their_first_rank():
     scores = pd.DataFrame({"customer_id": [f"C{i:02d}" for i in range(10)], "product": "bsu",
                            "probability": [0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.2, 0.2, 0.1, 0.0]})
     ranked = rank_within_product(scores)
     assert ranked["rank"].tolist() == list(range(1, 11))  # ranks stay unique (ties by customer_id)
-    # ranks 2..6 tie: middle rank 4 -> decile 4; ranks 7..8 tie: middle 7 -> decile 7
-    assert ranked["decile"].tolist() == [1, 4, 4, 4, 4, 4, 7, 7, 9, 10]
+    # ranks 2..6 tie: decile 2; ranks 7..8 tie: decile 7
+    assert ranked["decile"].tolist() == [1, 2, 2, 2, 2, 2, 7, 7, 9, 10]
+    # A product whose scores all tie is all in the top decile (never an empty one).
+    assert rank_within_product(scores.assign(probability=0.3))["decile"].tolist() == [1] * 10
 
 
 @pytest.fixture()
