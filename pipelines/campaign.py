@@ -42,6 +42,7 @@ def build(settings: Settings, spec_path: Path, replace: bool = False,
             audience["group_data_sharing"] = target.sharing_at_scoring(con, raw.relation, ids, score_day, settings.policy)
             customers = target.read_customers(con, raw.relation, ids)
             checks = target.states_at_instants(con, raw.relation, ids, instants, settings.policy)
+            checks[0] = (checks[0][0], spec.send_date)  # the send instant counts on the spec's send date
             # Contact history and the log are read only for customers the send-time rules keep.
             reasons = target.send_time_reasons_at(ids, scored_columns(audience), customers, checks, channel,
                                                   settings.policy)
@@ -75,6 +76,15 @@ def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = 
         built = target.read_built(settings, campaign_id)
         progress(f"re-checking {len(built.members):,} members of {campaign_id} as of {at}")
         raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
+        if "group_data_sharing" not in built.members.columns and built.manifest.get("score_date"):
+            # A list built before members recorded it: read it from the consents at the score date.
+            con = connect(threads=settings.n_jobs)
+            try:
+                built.members["group_data_sharing"] = target.sharing_at_scoring(
+                    con, raw.relation, built.members["customer_id"], date.fromisoformat(built.manifest["score_date"]),
+                    settings.policy)
+            finally:
+                con.close()
         customers, instants, checks = _send_time_inputs(settings, raw, built.members["customer_id"], at, now)
         removed = target.finalise_removals(built, customers, checks, settings.policy)
         return target.write_finalised(settings, built, removed, at, target.utc_now(), instants)

@@ -15,7 +15,6 @@ import duckdb
 from propensity import contract, labels, registry, score, warehouse
 from propensity.config import Settings, load_settings
 from propensity.duck import connect
-from propensity.errors import MissingInputError
 from propensity.features import newest_data_snapshot
 from propensity.store import FeatureStore
 
@@ -29,15 +28,8 @@ def run(settings: Settings, score_date: date | None = None, products: list[str] 
     raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue, tables=labels.SCORING_TABLES)
     con = connect(threads=settings.n_jobs)
     try:
-        if score_date is None:
-            # The default date is the newest feature snapshot: refused when the extracts
-            # already cover a later month end (the feature build has not run since).
-            newest, covered = score.resolve_score_date(settings, None), newest_data_snapshot(con, raw.relation)
-            if covered is not None and covered > newest:
-                raise MissingInputError(
-                    f"stale features: the extracts in {settings.raw_dir} cover {covered}, the newest feature snapshot "
-                    f"is {newest}; run `propensity features build` first (or score {newest} on purpose with --date)"
-                )
+        if score_date is None:  # the default date must not lag the extracts
+            score.resolve_score_date(settings, None, newest_data_snapshot(con, raw.relation))
 
         def candidates_at(day: date):
             return labels.eligible_not_holding(con, raw.relation, settings.catalogue, settings.policy, day, products)

@@ -241,8 +241,9 @@ def score(
 ) -> None:
     """Score customers with each product's champion model and publish scores/score_date=D/.
 
-    Idempotent (a re-run replaces the partition with identical probabilities), atomic (a
-    failed run leaves the previous partition), locked (one run per data folder)."""
+    Idempotent (a re-run replaces the partition with identical probabilities; with
+    --products, only those products' rows), atomic (a failed run leaves the previous
+    partition), locked (one run per data folder)."""
     s = _settings(conf)
     run = pipeline(s, "score").run(s, parse_date(date_), products or None, progress)
     summary = pd.DataFrame({"product": list(run.mean_probability), "mean_probability": list(run.mean_probability.values())})
@@ -258,7 +259,7 @@ def sql(
     limit: Annotated[int, typer.Option(help="Print at most this many rows.")] = 50,
     conf: ConfOption = None,
 ) -> None:
-    """Run a query against the analysts' DuckDB database (data/warehouse.duckdb)."""
+    """Run a query against the analysts' views over the score partitions (the views of data/warehouse.duckdb)."""
     from propensity import warehouse
 
     s = _settings(conf)

@@ -662,8 +662,14 @@ def data_snapshots(con: duckdb.DuckDBPyConnection, raw: Callable[[str], str]) ->
 
 
 def newest_data_snapshot(con: duckdb.DuckDBPyConnection, raw: Callable[[str], str]) -> date | None:
-    """The newest month end the extracts cover (the last of :func:`data_snapshots`)."""
-    last = con.execute(f"SELECT {_newest_data_day(raw)}").fetchone()[0]
+    """The newest month end the extracts cover (the last of :func:`data_snapshots`). Reads
+    only the date columns of balances and transactions; a table DuckDB cannot read is
+    reported by name."""
+    try:
+        last = con.execute(f"SELECT {_newest_data_day(raw)}").fetchone()[0]
+    except duckdb.Error as exc:
+        raise MissingInputError(f"cannot read the newest date of the balances and transactions extracts: {exc}; "
+                                "`propensity validate` names what to fix") from None
     return None if last is None else _last_whole_month_end(last)
 
 

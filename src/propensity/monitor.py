@@ -15,7 +15,8 @@ the outcomes:
   is below its test AUC by more than ``auc_margin`` is flagged ``AUC decay``; the margin
   defaults to :data:`AUC_MARGIN` (the ``--auc-margin`` option of ``propensity monitor``).
   With fewer than :data:`MIN_CONVERSIONS` conversions (or non-conversions) the AUC is too
-  noisy to judge and the row says so instead of warning.
+  noisy to judge and the row says so instead of warning; a score date on or before the end
+  of the model's validation window is ``in sample`` (the model learnt from its outcomes).
 
 Between consecutive score dates, the **population stability index** (PSI) of the scores
 per product and tier and of the top features of each champion (read through the tier's

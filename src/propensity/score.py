@@ -239,12 +239,19 @@ class ScoreRun:
     path: Path | None = None
 
 
-def resolve_score_date(settings: Settings, requested: date | None) -> date:
+def resolve_score_date(settings: Settings, requested: date | None, covered: date | None = None) -> date:
     """The score date: the newest feature snapshot by default; a requested date must be a
-    built snapshot. A date past the newest snapshot is refused as stale features."""
+    built snapshot. A date past the newest snapshot is refused as stale features, and so
+    is the default when the extracts already cover a later month end (``covered``: the
+    feature build has not run since)."""
     snapshots = feature_snapshots(settings)
     newest = snapshots[-1]
     if requested is None:
+        if covered is not None and covered > newest:
+            raise MissingInputError(
+                f"stale features: the extracts in {settings.raw_dir} cover {covered}, the newest feature snapshot "
+                f"is {newest}; run `propensity features build` first (or score {newest} on purpose with --date)"
+            )
         return newest
     if requested > newest:
         age = (requested - newest).days

@@ -28,7 +28,8 @@ The flow of ``propensity campaign build SPEC`` (``pipelines/campaign.py``):
    ``excluded`` comes before the channel rules on purpose: an objection to profiling
    overrides everything, and an excluded customer's contact history is then never read
    for the campaign (POLICY rules 2 and 4). The state at send time is the latest consent
-   or reservation event at or before the send instant (``policy.tiers_as_of``).
+   or reservation event at or before the send instant (``policy.tiers_as_of``); a send
+   instant already past is checked at the time of the build as well (:func:`check_instants`).
 3. **Control group.** Among the customers who may be contacted, a seeded random share of
    each score decile, selected but not contacted: ``round(share x N)`` in all, each decile
    within one customer of ``share x n`` (:func:`control_group`).
@@ -41,8 +42,9 @@ Files under ``<data>/campaigns/`` (each holds customer ids; the privacy code era
                                               fields the channel needs (:data:`CHANNEL_FIELDS`),
                                               in customer_id order (nothing of the scores)
 ``<campaign_id>/members.parquet``             customer_id, arm (treated|control), decile,
-                                              rank, probability, tier (of the score): who is on the list and who
-                                              is held out (evaluation joins it)
+                                              rank, probability, tier and group_data_sharing (of the
+                                              score): who is on the list and who is held out
+                                              (evaluation joins it)
 ``<campaign_id>/reasons.csv``, ``reasons.json`` counts per stage and reason (no ids)
 ``<campaign_id>/manifest.json``               spec, score partition, counts, status (no ids)
 ``campaign_log.parquet/part-NNNNNNNN.parquet`` the project's campaign log (below)

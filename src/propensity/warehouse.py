@@ -92,7 +92,7 @@ def query(settings: Settings, sql: str) -> pd.DataFrame:
         result = con.execute(sql)
         if result is None or result.description is None:
             raise PropensityError(f"the statement returned no rows to print: {sql.strip()[:80]!r}; give a query (SELECT ...)")
-        types = {name: str(kind) for name, kind, *_ in result.description}
+        types = [str(kind) for _, kind, *_ in result.description]  # by position: names may repeat
         frame = result.df()
     except duckdb.Error as exc:
         raise PropensityError(f"query failed: {exc}") from exc
@@ -100,9 +100,10 @@ def query(settings: Settings, sql: str) -> pd.DataFrame:
         con.close()
     # As SQL typed them: a DATE is a date (not a midnight timestamp), a sum of integers
     # (HUGEINT, which pandas reads as float) an integer.
-    for name, kind in types.items():
-        if kind == "DATE" and name in frame and frame[name].dtype.kind == "M":
-            frame[name] = frame[name].dt.date
-        elif kind == "HUGEINT" and name in frame:
-            frame[name] = frame[name].astype("Int64")
+    for position, kind in enumerate(types[: frame.shape[1]]):
+        column = frame.iloc[:, position]
+        if kind == "DATE" and column.dtype.kind == "M":
+            frame.isetitem(position, column.dt.date)
+        elif kind == "HUGEINT" and column.dtype.kind == "f" and (column.dropna().abs() < 2**53).all():
+            frame.isetitem(position, column.astype("Int64"))  # exact below 2**53; larger sums stay floats
     return frame
