@@ -180,6 +180,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--snapshots", type=int, default=1, help="Month ends retrieved in (b).")
     parser.add_argument("--data-dir", type=Path, help="Reuse (or keep) this data folder.")
+    parser.add_argument("--retrieval-only", action="store_true",
+                        help="Skip (a): time (b) on the feature store --data-dir already holds (e.g. bench_score's).")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     data = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-features-"))
@@ -188,14 +190,16 @@ def main() -> None:
         secs, gb = run_in_child(phase_synth, str(data), args.customers, args.months, args.seed)
         print(f"synthetic bank {args.customers:,} x {args.months}: {secs:.1f} s, peak {gb:.2f} GB")
 
-    bare_s, bare_gb, groups = run_in_child(phase_bare_groupby, str(data))
-    tx_s, tx_gb, tx_rows = run_in_child(phase_transactions_view, str(data))
-    build_s, build_gb, rows = run_in_child(phase_full_build, str(data))
-    print(f"\n(a) feature build, {args.customers:,} customers x {args.months} months")
-    print(f"  {'':34}{'seconds':>9}{'peak GB':>9}{'rows':>12}{'ratio':>8}")
-    print(f"  {'bare GROUP BY (baseline)':34}{bare_s:9.2f}{bare_gb:9.2f}{groups:12,}{1.0:8.2f}")
-    print(f"  {'transactions view (gated, windows)':34}{tx_s:9.2f}{tx_gb:9.2f}{tx_rows:12,}{tx_s / bare_s:8.2f}  target <= 2.0")
-    print(f"  {'whole offline store (11 views)':34}{build_s:9.2f}{build_gb:9.2f}{sum(rows.values()):12,}{build_s / bare_s:8.2f}")
+    bare_gb = tx_gb = build_gb = 0.0
+    if not args.retrieval_only:
+        bare_s, bare_gb, groups = run_in_child(phase_bare_groupby, str(data))
+        tx_s, tx_gb, tx_rows = run_in_child(phase_transactions_view, str(data))
+        build_s, build_gb, rows = run_in_child(phase_full_build, str(data))
+        print(f"\n(a) feature build, {args.customers:,} customers x {args.months} months")
+        print(f"  {'':34}{'seconds':>9}{'peak GB':>9}{'rows':>12}{'ratio':>8}")
+        print(f"  {'bare GROUP BY (baseline)':34}{bare_s:9.2f}{bare_gb:9.2f}{groups:12,}{1.0:8.2f}")
+        print(f"  {'transactions view (gated, windows)':34}{tx_s:9.2f}{tx_gb:9.2f}{tx_rows:12,}{tx_s / bare_s:8.2f}  target <= 2.0")
+        print(f"  {'whole offline store (11 views)':34}{build_s:9.2f}{build_gb:9.2f}{sum(rows.values()):12,}{build_s / bare_s:8.2f}")
 
     store_s, store_gb, n = run_in_child(phase_store_retrieval, str(data), args.snapshots, str(out))
     raw_s, raw_gb, m = run_in_child(phase_raw_asof, str(data), args.snapshots, str(out))
