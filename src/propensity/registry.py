@@ -388,6 +388,11 @@ def log_training(
                 + f" {'promoted' if row['promoted'] else 'kept v' + str(row['champion_version'])}"
                 + f" {row['seconds']:.1f} s"
             )
+            if row["promoted"] and row["auc"] < 0.5:
+                # Kept as the rule says (a first version becomes champion), but not silently.
+                progress(f"warning: {row['model_name']} v{row['version']} is champion and ranks its test window worse "
+                         f"than chance (AUC {row['auc']:.3f} on {row['positives_test']} positives): check its data before "
+                         "scoring with it")
         skipped = {model_name(product, tier): reason for (product, tier), reason in sorted(plan.skipped.items())}
         if not rows:
             # The parent run ends as failed: a job that trained nothing must not look done.
