@@ -68,6 +68,14 @@ def _send_time_inputs(settings: Settings, raw: contract.RawTables, ids: pd.Serie
     return customers, instants, checks
 
 
+def _sharing_at_scoring(settings: Settings, raw: contract.RawTables, ids: pd.Series, score_day: date):
+    con = connect(threads=settings.n_jobs)
+    try:
+        return target.sharing_at_scoring(con, raw.relation, ids, score_day, settings.policy)
+    finally:
+        con.close()
+
+
 def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = None,
              progress: Callable[[str], None] = print) -> target.Finalised:
     now = target.utc_now()
@@ -78,13 +86,8 @@ def finalise(settings: Settings, campaign_id: str, as_of: pd.Timestamp | None = 
         raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
         if "group_data_sharing" not in built.members.columns and built.manifest.get("score_date"):
             # A list built before members recorded it: read it from the consents at the score date.
-            con = connect(threads=settings.n_jobs)
-            try:
-                built.members["group_data_sharing"] = target.sharing_at_scoring(
-                    con, raw.relation, built.members["customer_id"], date.fromisoformat(built.manifest["score_date"]),
-                    settings.policy)
-            finally:
-                con.close()
+            built.members["group_data_sharing"] = _sharing_at_scoring(
+                settings, raw, built.members["customer_id"], date.fromisoformat(built.manifest["score_date"]))
         customers, instants, checks = _send_time_inputs(settings, raw, built.members["customer_id"], at, now)
         removed = target.finalise_removals(built, customers, checks, settings.policy)
         return target.write_finalised(settings, built, removed, at, target.utc_now(), instants)
@@ -121,12 +124,7 @@ def export_matching(settings: Settings, spec_path: Path, as_of: pd.Timestamp | N
         raw = contract.validate(settings.raw_dir, settings.policy, settings.catalogue)
         score_day = target.score_partition_for(settings, spec.send_date)
         audience = target.campaign_audience(read_partition(settings, score_day), spec)
-        con = connect(threads=settings.n_jobs)
-        try:
-            audience["group_data_sharing"] = target.sharing_at_scoring(
-                con, raw.relation, audience["customer_id"], score_day, settings.policy)
-        finally:
-            con.close()
+        audience["group_data_sharing"] = _sharing_at_scoring(settings, raw, audience["customer_id"], score_day)
         customers, instants, checks = _send_time_inputs(settings, raw, audience["customer_id"], at, now)
         decisions = matching.matching_decisions(audience, customers, checks, settings.policy)
         manifest = {

@@ -70,19 +70,12 @@ def lift_top_fraction(y: Sequence[float], p: Sequence[float], fraction: float = 
 
 
 def equal_mass_bins(p: np.ndarray, bins: int) -> np.ndarray:
-    """Bin number (0 = lowest probabilities) of each row: rows sorted by probability and
-    cut into ``bins`` chunks of sizes differing by at most one, except that tied rows all
-    go to the bin of the tie's middle row (a tie is never split, so bins may differ more
-    in size and some may be empty)."""
-    order = np.argsort(p, kind="stable")
-    bin_at = np.empty(p.size, dtype=np.int64)  # the bin of each sorted position
-    for number, chunk in enumerate(np.array_split(np.arange(p.size), bins)):
-        bin_at[chunk] = number
-    ordered = p[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if p.size else np.empty(0, dtype=np.int64)
-    ends = np.r_[starts[1:], p.size]
+    """Bin number (0 = lowest probabilities) of each row: the deciles (for 10 bins) of
+    :func:`deciles_by_rank` counted from the bottom, so bins hold equal numbers of rows up
+    to one, and a tie is never split (it goes whole to the bin of its highest rank)."""
+    order = np.argsort(-p, kind="stable")
     out = np.empty(p.size, dtype=np.int64)
-    out[order] = np.repeat(bin_at[(starts + ends - 1) // 2], ends - starts)
+    out[order] = bins - deciles_by_rank(p[order], bins)
     return out
 
 
